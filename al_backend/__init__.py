@@ -1,0 +1,3 @@
+"""al-backend: active learning for the labeling tools teams already use."""
+
+__version__ = "0.1.0"

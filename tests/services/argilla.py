@@ -1,0 +1,1 @@
+"""Fixtures that start a real Argilla stack (filled in by the Argilla work)."""
