@@ -1,0 +1,269 @@
+"""One typed configuration, built from a TOML file, then the environment, then CLI flags (in that order).
+
+    [embedding]   model, batch_size, device, normalize
+    [head]        class_weight, calibrate, committee_size
+    [strategy]    name, batch_size, epsilon, outlier_quantile, m_factor, alpha, beta, seed
+    [seeding]     n_clusters, min_labels_per_class, min_cluster_coverage
+    [state]       path
+    [file]        input, output, labels, text_field, id_field, label_field, vectors, vectors_field, labels_fixed
+    [labelstudio] url, api_key, project
+    [argilla]     api_url, api_key, dataset, workspace, text_field, question, vector_field
+    [server]      host, port, basic_auth_user, basic_auth_pass, api_token
+
+Environment: AL_<SECTION>_<KEY> (e.g. AL_STRATEGY_BATCH_SIZE=20), plus the tools' own names
+LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, ARGILLA_API_URL, ARGILLA_API_KEY, and AL_BASIC_AUTH_USER,
+AL_BASIC_AUTH_PASS, AL_API_TOKEN for the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+
+@dataclass
+class EmbeddingConfig:
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 64
+    device: str = "auto"  # auto = CUDA when present, else CPU
+    normalize: bool = True
+
+
+@dataclass
+class HeadConfig:
+    class_weight: str = "balanced"  # "balanced" or "none"
+    calibrate: bool = True
+    committee_size: int = 5
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "default"
+    batch_size: int = 20
+    epsilon: float = 0.0
+    outlier_quantile: float = 0.0  # 0 = keep outliers
+    m_factor: int = 10
+    alpha: float = 0.5
+    beta: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class SeedingConfig:
+    n_clusters: int = 0  # 0 = chosen from the pool size
+    min_labels_per_class: int = 2
+    min_cluster_coverage: float = 0.8  # fraction of clusters that need at least one label
+
+
+@dataclass
+class StateConfig:
+    path: str = ".al-state/project.sqlite"
+
+
+@dataclass
+class FileConfig:
+    input: str = ""
+    output: str = ""
+    labels: str = ""
+    text_field: str = "text"
+    id_field: str = "id"
+    label_field: str = "label"
+    vectors: str = ""  # a .npy aligned with the input rows
+    vectors_field: str = ""  # or a column holding each row's vector
+    labels_fixed: list[str] = field(default_factory=list)  # when set, other labels are errors
+
+
+@dataclass
+class LabelStudioConfig:
+    url: str = "http://127.0.0.1:8080"
+    api_key: str = ""
+    project: int = 0
+
+
+@dataclass
+class ArgillaConfig:
+    api_url: str = "http://127.0.0.1:6900"
+    api_key: str = ""
+    dataset: str = ""
+    workspace: str = ""
+    text_field: str = ""
+    question: str = ""
+    vector_field: str = ""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9090
+    basic_auth_user: str = ""
+    basic_auth_pass: str = ""
+    api_token: str = ""
+
+
+@dataclass
+class Config:
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    seeding: SeedingConfig = field(default_factory=SeedingConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    file: FileConfig = field(default_factory=FileConfig)
+    labelstudio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
+    argilla: ArgillaConfig = field(default_factory=ArgillaConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    def to_dict(self, redact: bool = True) -> dict[str, Any]:
+        """Plain dict of the configuration; secrets replaced by '***' unless redact is False."""
+        out = dataclasses.asdict(self)
+        if redact:
+            for section, key in SECRETS:
+                if out[section][key]:
+                    out[section][key] = "***"
+        return out
+
+
+SECRETS = [
+    ("labelstudio", "api_key"),
+    ("argilla", "api_key"),
+    ("server", "basic_auth_pass"),
+    ("server", "api_token"),
+]
+
+# Environment names the tools themselves use, mapped onto config keys.
+ENV_ALIASES = {
+    "LABEL_STUDIO_URL": ("labelstudio", "url"),
+    "LABEL_STUDIO_API_KEY": ("labelstudio", "api_key"),
+    "ARGILLA_API_URL": ("argilla", "api_url"),
+    "ARGILLA_API_KEY": ("argilla", "api_key"),
+    "AL_BASIC_AUTH_USER": ("server", "basic_auth_user"),
+    "AL_BASIC_AUTH_PASS": ("server", "basic_auth_pass"),
+    "AL_API_TOKEN": ("server", "api_token"),
+}
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Convert a TOML/env/flag value to the field's type, or raise ConfigError naming the key."""
+    typ_name = getattr(typ, "__name__", str(typ))
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if isinstance(value, str) and value.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+        if str(typ).startswith("list"):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return list(value)
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {typ_name}, got {value!r}") from None
+    return value
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
+    if not any(f.name == section for f in fields(Config)):
+        valid = ", ".join(f.name for f in fields(Config))
+        raise ConfigError(f"{where}: unknown section [{section}] (valid sections: {valid})")
+    sub = getattr(cfg, section)
+    hints = get_type_hints(type(sub))
+    if key not in hints:
+        valid = ", ".join(hints)
+        raise ConfigError(f"{where}: unknown key {key!r} in [{section}] (valid keys: {valid})")
+    setattr(sub, key, _coerce(value, hints[key], where))
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the Config: defaults < TOML file < environment < overrides ("section.key": value; None skipped)."""
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{p}: top-level key {section!r} must be a [section] table")
+            for key, value in values.items():
+                _apply(cfg, section, key, value, f"{p}: [{section}] {key}")
+    env = os.environ if env is None else env
+    for name, (section, key) in ENV_ALIASES.items():
+        if env.get(name):
+            _apply(cfg, section, key, env[name], f"environment variable {name}")
+    section_names = {f.name for f in fields(Config)}
+    for name, value in env.items():
+        if not name.startswith("AL_") or name in ENV_ALIASES:
+            continue
+        rest = name[3:].lower()
+        section = next((s for s in section_names if rest.startswith(s + "_")), None)
+        if section is None:
+            continue  # AL_ variables for other tools (e.g. AL_HOME) are not ours to judge
+        _apply(cfg, section, rest[len(section) + 1 :], value, f"environment variable {name}")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        _apply(cfg, section, key, value, f"option {dotted}")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that a type cannot express."""
+    s = cfg.strategy
+    if s.batch_size < 1:
+        raise ConfigError(f"[strategy] batch_size must be >= 1, got {s.batch_size}")
+    if not 0.0 <= s.epsilon <= 1.0:
+        raise ConfigError(f"[strategy] epsilon must be in [0, 1], got {s.epsilon}")
+    if not 0.0 <= s.outlier_quantile < 1.0:
+        raise ConfigError(f"[strategy] outlier_quantile must be in [0, 1), got {s.outlier_quantile}")
+    if not 0.0 <= s.alpha <= 1.0:
+        raise ConfigError(f"[strategy] alpha must be in [0, 1], got {s.alpha}")
+    if s.m_factor < 1:
+        raise ConfigError(f"[strategy] m_factor must be >= 1, got {s.m_factor}")
+    if cfg.head.class_weight not in {"balanced", "none"}:
+        raise ConfigError(f"[head] class_weight must be 'balanced' or 'none', got {cfg.head.class_weight!r}")
+    if cfg.head.committee_size < 0:
+        raise ConfigError(f"[head] committee_size must be >= 0, got {cfg.head.committee_size}")
+    if cfg.seeding.min_labels_per_class < 0:
+        raise ConfigError("[seeding] min_labels_per_class must be >= 0")
+    if not 0.0 <= cfg.seeding.min_cluster_coverage <= 1.0:
+        raise ConfigError("[seeding] min_cluster_coverage must be in [0, 1]")
+    if cfg.embedding.batch_size < 1:
+        raise ConfigError("[embedding] batch_size must be >= 1")
+    if not 0 < cfg.server.port < 65536:
+        raise ConfigError(f"[server] port must be in 1..65535, got {cfg.server.port}")

@@ -1,0 +1,409 @@
+"""The project's state: one SQLite file (WAL) behind this one module.
+
+Holds the embedding cache, items (cluster, density), cluster centroids, rounds with their selections and
+full ranking, model parameters and push progress. Nothing is pickled: arrays are raw little-endian bytes
+with dtype and shape, model parameters are JSON with arrays encoded the same way.
+
+A round is written in one transaction (`Store.record_round`), so a crash or a kill mid-round leaves the
+previous round intact. The embedding cache is committed as it fills: it is a cache, and keeping it means a
+killed run never embeds the same text twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import sqlite3
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import LockedError, StateError
+
+APP_ID = "al-backend"
+SCHEMA_VERSION = 1
+SQLITE_HEADER = b"SQLite format 3\x00"
+_IN_CHUNK = 900  # SQLite's default limit on host parameters is 999
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS embeddings (
+    model TEXT NOT NULL, text_hash BLOB NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (model, text_hash)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT PRIMARY KEY, text_hash BLOB NOT NULL, cluster INTEGER NOT NULL DEFAULT -1,
+    density REAL, label TEXT, seeded INTEGER NOT NULL DEFAULT 0, first_round INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS arrays (name TEXT PRIMARY KEY, dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    round_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL NOT NULL,
+    strategy TEXT NOT NULL, phase TEXT NOT NULL, model_version TEXT NOT NULL,
+    pool_size INTEGER NOT NULL, labeled INTEGER NOT NULL, batch_size INTEGER NOT NULL,
+    metrics TEXT NOT NULL, ranking BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS selections (
+    round_id INTEGER NOT NULL, position INTEGER NOT NULL, item_id TEXT NOT NULL,
+    priority REAL NOT NULL, components TEXT NOT NULL, PRIMARY KEY (round_id, position));
+CREATE TABLE IF NOT EXISTS models (
+    version TEXT PRIMARY KEY, created_at REAL NOT NULL, round_id INTEGER NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS disagreements (
+    item_id TEXT PRIMARY KEY, labels TEXT NOT NULL, chosen TEXT, round_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS push_progress (
+    round_id INTEGER NOT NULL, target TEXT NOT NULL, chunks_done INTEGER NOT NULL,
+    chunks_total INTEGER NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (round_id, target));
+"""
+
+
+def encode_array(a: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(a)
+    return {
+        "__ndarray__": base64.b64encode(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()).decode(),
+        "dtype": a.dtype.newbyteorder("<").str,
+        "shape": list(a.shape),
+    }
+
+
+def decode_array(d: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(d["__ndarray__"]), dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
+
+
+def dumps_state(obj: Any) -> str:
+    """JSON with numpy arrays and scalars encoded explicitly (the no-pickle model format)."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.ndarray):
+            return encode_array(o)
+        if isinstance(o, np.generic):
+            return o.item()
+        raise TypeError(f"cannot store {type(o).__name__} in state")
+
+    return json.dumps(obj, default=default, sort_keys=True)
+
+
+def loads_state(text: str) -> Any:
+    return json.loads(text, object_hook=lambda d: decode_array(d) if "__ndarray__" in d else d)
+
+
+@dataclass
+class RoundRecord:
+    round_id: int
+    started_at: float
+    finished_at: float
+    strategy: str
+    phase: str
+    model_version: str
+    pool_size: int
+    labeled: int
+    batch_size: int
+    metrics: dict[str, Any]
+
+
+class Store:
+    """One project's state file. Open with `Store.open(path)`; close() or use as a context manager."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self.conn = conn
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = True) -> "Store":
+        path = Path(path)
+        if path.exists():
+            _check_foreign(path)
+        elif not create:
+            raise StateError(f"state file {path} does not exist (run `al-backend prioritize` or `seed` first)")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            raise StateError(_foreign_message(path, f"SQLite cannot read it ({e})")) from None
+        if existing and "meta" not in existing:
+            conn.close()
+            raise StateError(_foreign_message(path, "it is an SQLite database of another program"))
+        store = cls(path, conn)
+        if not existing:
+            with store.transaction():
+                # statement by statement: executescript() would COMMIT in the middle of this transaction
+                for stmt in SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute("INSERT INTO meta VALUES ('app', ?)", (APP_ID,))
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+        else:
+            app = store.get_meta("app")
+            if app != APP_ID:
+                conn.close()
+                raise StateError(_foreign_message(path, f"its meta table belongs to {app!r}"))
+            version = int(store.get_meta("schema_version") or 0)
+            if version > SCHEMA_VERSION:
+                conn.close()
+                raise StateError(
+                    f"state file {path} has schema version {version}, newer than this al-backend "
+                    f"({SCHEMA_VERSION}); upgrade al-backend or use another --state path"
+                )
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; ROLLBACK on any exception (including KeyboardInterrupt)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # ---------------------------------------------------------------- meta
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # ---------------------------------------------------------------- embedding cache
+    def get_embeddings(self, model: str, hashes: Sequence[bytes], dim: int | None = None) -> dict[bytes, np.ndarray]:
+        """Cached vectors for the given text hashes (missing ones absent from the result)."""
+        found: dict[bytes, np.ndarray] = {}
+        unique = list(dict.fromkeys(hashes))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT text_hash, vector FROM embeddings WHERE model=? AND text_hash IN ({marks})",
+                (model, *chunk),
+            )
+            for h, blob in rows:
+                found[h] = np.frombuffer(blob, dtype="<f4")
+        return found
+
+    def put_embeddings(self, model: str, hashes: Sequence[bytes], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                ((model, h, vectors[i].tobytes()) for i, h in enumerate(hashes)),
+            )
+
+    def embedding_count(self, model: str | None = None) -> int:
+        if model is None:
+            return self.conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        return self.conn.execute("SELECT COUNT(*) FROM embeddings WHERE model=?", (model,)).fetchone()[0]
+
+    # ---------------------------------------------------------------- arrays
+    def get_array(self, name: str) -> np.ndarray | None:
+        row = self.conn.execute("SELECT dtype, shape, data FROM arrays WHERE name=?", (name,)).fetchone()
+        if row is None:
+            return None
+        return np.frombuffer(row[2], dtype=np.dtype(row[0])).reshape(json.loads(row[1])).copy()
+
+    def put_array(self, name: str, a: np.ndarray) -> None:
+        """Write inside the caller's transaction."""
+        a = np.ascontiguousarray(a)
+        le = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        self.conn.execute(
+            "INSERT OR REPLACE INTO arrays VALUES (?, ?, ?, ?)",
+            (name, le.dtype.str, json.dumps(list(a.shape)), le.tobytes()),
+        )
+
+    # ---------------------------------------------------------------- items
+    def load_items(self) -> dict[str, tuple[bytes, int, float | None, str | None, int]]:
+        """item_id -> (text_hash, cluster, density, label, seeded)."""
+        return {
+            r[0]: (r[1], r[2], r[3], r[4], r[5])
+            for r in self.conn.execute("SELECT item_id, text_hash, cluster, density, label, seeded FROM items")
+        }
+
+    # ---------------------------------------------------------------- rounds
+    def last_round(self) -> RoundRecord | None:
+        row = self.conn.execute(
+            "SELECT round_id, started_at, finished_at, strategy, phase, model_version, pool_size, labeled,"
+            " batch_size, metrics FROM rounds ORDER BY round_id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else RoundRecord(*row[:9], metrics=json.loads(row[9]))
+
+    def rounds(self) -> list[RoundRecord]:
+        rows = self.conn.execute(
+            "SELECT round_id, started_at, finished_at, strategy, phase, model_version, pool_size, labeled,"
+            " batch_size, metrics FROM rounds ORDER BY round_id"
+        ).fetchall()
+        return [RoundRecord(*r[:9], metrics=json.loads(r[9])) for r in rows]
+
+    def next_round_id(self) -> int:
+        row = self.conn.execute("SELECT MAX(round_id) FROM rounds").fetchone()
+        return (row[0] or 0) + 1
+
+    def round_ranking(self, round_id: int) -> tuple[list[str], np.ndarray]:
+        """The full ranking a round produced: ids best first and their priorities."""
+        row = self.conn.execute("SELECT ranking FROM rounds WHERE round_id=?", (round_id,)).fetchone()
+        if row is None:
+            raise StateError(f"round {round_id} is not in {self.path}")
+        data = json.loads(zlib.decompress(row[0]))
+        return data["ids"], np.asarray(data["priority"], dtype=np.float64)
+
+    def selections(self, round_id: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT position, item_id, priority, components FROM selections WHERE round_id=? ORDER BY position",
+            (round_id,),
+        )
+        return [{"position": p, "id": i, "priority": pr, **json.loads(c)} for p, i, pr, c in rows]
+
+    @staticmethod
+    def encode_ranking(ids: Sequence[str], priority: np.ndarray) -> bytes:
+        return zlib.compress(json.dumps({"ids": list(ids), "priority": priority.tolist()}).encode(), 6)
+
+    # ---------------------------------------------------------------- models
+    def put_model(self, version: str, round_id: int, state: dict[str, Any]) -> None:
+        """Write inside the caller's transaction."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?)", (version, time.time(), round_id, dumps_state(state))
+        )
+
+    def latest_model(self) -> tuple[str, dict[str, Any]] | None:
+        row = self.conn.execute("SELECT version, state FROM models ORDER BY round_id DESC, created_at DESC LIMIT 1").fetchone()
+        return None if row is None else (row[0], loads_state(row[1]))
+
+    # ---------------------------------------------------------------- push progress
+    def push_progress(self, round_id: int, target: str) -> int:
+        row = self.conn.execute(
+            "SELECT chunks_done FROM push_progress WHERE round_id=? AND target=?", (round_id, target)
+        ).fetchone()
+        return row[0] if row else 0
+
+    def set_push_progress(self, round_id: int, target: str, done: int, total: int) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO push_progress VALUES (?, ?, ?, ?, ?)", (round_id, target, done, total, time.time())
+            )
+
+    def unfinished_push(self, target: str) -> tuple[int, int, int] | None:
+        """(round_id, chunks_done, chunks_total) of the newest round whose push to target did not finish."""
+        row = self.conn.execute(
+            "SELECT round_id, chunks_done, chunks_total FROM push_progress WHERE target=? ORDER BY round_id DESC LIMIT 1",
+            (target,),
+        ).fetchone()
+        if row and row[1] < row[2]:
+            return row
+        return None
+
+    # ---------------------------------------------------------------- summaries
+    def summary(self) -> dict[str, Any]:
+        c = self.conn
+        n_items = c.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        n_labeled = c.execute("SELECT COUNT(*) FROM items WHERE label IS NOT NULL").fetchone()[0]
+        classes = dict(c.execute("SELECT label, COUNT(*) FROM items WHERE label IS NOT NULL GROUP BY label").fetchall())
+        clusters = [
+            {"cluster": cl, "size": size, "seeded": seeded or 0, "labeled": labeled or 0}
+            for cl, size, seeded, labeled in c.execute(
+                "SELECT cluster, COUNT(*), SUM(seeded), SUM(label IS NOT NULL) FROM items WHERE cluster >= 0"
+                " GROUP BY cluster ORDER BY cluster"
+            )
+        ]
+        last = self.last_round()
+        return {
+            "state": str(self.path),
+            "pool_size": n_items,
+            "labeled": n_labeled,
+            "classes": classes,
+            "clusters": clusters,
+            "clusters_covered": sum(1 for cl in clusters if cl["labeled"] > 0),
+            "rounds": c.execute("SELECT COUNT(*) FROM rounds").fetchone()[0],
+            "embeddings_cached": self.embedding_count(),
+            "disagreements": c.execute("SELECT COUNT(*) FROM disagreements").fetchone()[0],
+            "last_round": None
+            if last is None
+            else {
+                "round": last.round_id,
+                "finished_at": last.finished_at,
+                "duration_s": round(last.finished_at - last.started_at, 3),
+                "strategy": last.strategy,
+                "phase": last.phase,
+                "model_version": last.model_version,
+                "batch_size": last.batch_size,
+                "metrics": last.metrics,
+            },
+        }
+
+
+def _foreign_message(path: Path, why: str) -> str:
+    return (
+        f"{path} is not a usable al-backend state file: {why}. Nothing was changed. "
+        f"Move it aside (or restore a backup) and rerun, or pass --state with another path; "
+        f"al-backend then rebuilds its state from the labeling tool (labels live there, not here)."
+    )
+
+
+def _check_foreign(path: Path) -> None:
+    if path.is_dir():
+        raise StateError(f"state path {path} is a directory; pass a file path such as {path}/project.sqlite")
+    size = path.stat().st_size
+    if size == 0:
+        return  # an empty file (e.g. from `touch`) is a fresh state
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if header != SQLITE_HEADER:
+        raise StateError(_foreign_message(path, "it is not an SQLite database (corrupted or another file)"))
+
+
+# -------------------------------------------------------------------- locking
+@contextlib.contextmanager
+def project_lock(state_path: str | Path, wait: float = 0.0) -> Iterator[None]:
+    """Hold an exclusive lock for the project's state. A second holder fails at once with LockedError,
+    or polls for up to `wait` seconds. The lock is released by the kernel if the process dies."""
+    lock_path = Path(str(state_path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + max(wait, 0.0)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = ""
+                    with contextlib.suppress(OSError):
+                        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                    who = f" (pid {holder})" if holder else ""
+                    raise LockedError(
+                        f"another al-backend run holds the lock on {state_path}{who}; "
+                        f"it exits when its round is done. Use --wait SECONDS to wait for it."
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def iter_chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
