@@ -122,17 +122,15 @@ class Store:
             raise StateError(f"state file {path} does not exist (run `al-backend prioritize` or `seed` first)")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > 0:
+            _check_tables_readonly(path)  # before any PRAGMA writes to a file that may not be ours
         try:
             conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
             existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as e:
             raise StateError(_foreign_message(path, f"SQLite cannot read it ({e})")) from None
-        if existing and "meta" not in existing:
-            conn.close()
-            raise StateError(_foreign_message(path, "it is an SQLite database of another program"))
         store = cls(path, conn)
         if not existing:
             with store.transaction():
@@ -356,6 +354,26 @@ def _foreign_message(path: Path, why: str) -> str:
         f"Move it aside (or restore a backup) and rerun, or pass --state with another path; "
         f"al-backend then rebuilds its state from the labeling tool (labels live there, not here)."
     )
+
+
+def _check_tables_readonly(path: Path) -> None:
+    """Refuse an SQLite file that is corrupted or belongs to another program, without writing to it."""
+    try:
+        ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            app = None
+            if "meta" in tables:
+                row = ro.execute("SELECT value FROM meta WHERE key='app'").fetchone()
+                app = row[0] if row else None
+        finally:
+            ro.close()
+    except sqlite3.DatabaseError as e:
+        raise StateError(_foreign_message(path, f"SQLite cannot read it ({e})")) from None
+    if tables and "meta" not in tables:
+        raise StateError(_foreign_message(path, "it is an SQLite database of another program"))
+    if tables and app != APP_ID:
+        raise StateError(_foreign_message(path, f"its meta table belongs to {app!r}"))
 
 
 def _check_foreign(path: Path) -> None:

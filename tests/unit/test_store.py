@@ -1,0 +1,100 @@
+"""The state file: no pickle, transactional rounds, foreign files refused, locks."""
+
+import multiprocessing as mp
+import sqlite3
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from al_backend.errors import LockedError, StateError
+from al_backend.store import Store, dumps_state, loads_state, project_lock
+
+
+@settings(max_examples=50, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 5)), elements=st.floats(-1e6, 1e6, width=32)))
+def test_state_roundtrip_arrays_exactly(a):
+    back = loads_state(dumps_state({"coef": a, "n": np.int64(3), "names": ["x", "y"]}))
+    assert back["coef"].dtype == a.dtype and np.array_equal(back["coef"], a)
+    assert back["n"] == 3 and back["names"] == ["x", "y"]
+
+
+def test_embedding_cache_roundtrip(tmp_path):
+    with Store.open(tmp_path / "s.sqlite") as s:
+        v = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+        s.put_embeddings("m", [b"a" * 16, b"b" * 16, b"c" * 16], v)
+        got = s.get_embeddings("m", [b"c" * 16, b"a" * 16, b"z" * 16])
+        assert set(got) == {b"a" * 16, b"c" * 16}
+        assert np.array_equal(got[b"c" * 16], v[2]) and np.array_equal(got[b"a" * 16], v[0])
+        assert s.get_embeddings("other-model", [b"a" * 16]) == {}
+
+
+def test_transaction_rolls_back_on_crash(tmp_path):
+    with Store.open(tmp_path / "s.sqlite") as s:
+        with pytest.raises(KeyboardInterrupt):
+            with s.transaction() as c:
+                c.execute("INSERT INTO meta VALUES ('half', 'written')")
+                raise KeyboardInterrupt
+        assert s.get_meta("half") is None
+
+
+def test_foreign_files_are_refused_and_left_untouched(tmp_path):
+    text = tmp_path / "notes.sqlite"
+    text.write_bytes(b"hello, this is not a database at all")
+    with pytest.raises(StateError, match="not an SQLite database") as e:
+        Store.open(text)
+    assert "Move it aside" in str(e.value)
+    assert text.read_bytes() == b"hello, this is not a database at all"
+
+    other = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    with pytest.raises(StateError, match="another program"):
+        Store.open(other)
+    assert other.read_bytes() == before
+
+
+def test_corrupted_state_is_refused(tmp_path):
+    p = tmp_path / "s.sqlite"
+    Store.open(p).close()
+    data = bytearray(p.read_bytes())
+    data[100:4000] = b"\xff" * 3900  # scribble over the schema page
+    p.write_bytes(bytes(data))
+    with pytest.raises(StateError):
+        Store.open(p)
+
+
+def test_missing_state_without_create(tmp_path):
+    with pytest.raises(StateError, match="does not exist"):
+        Store.open(tmp_path / "none.sqlite", create=False)
+
+
+def _hold_lock(path, ready, release):
+    with project_lock(path):
+        ready.set()
+        release.wait(10)
+
+
+def test_lock_excludes_a_second_process(tmp_path):
+    path = tmp_path / "s.sqlite"
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(str(path), ready, release))
+    p.start()
+    try:
+        assert ready.wait(20)
+        with pytest.raises(LockedError, match="--wait") as e:
+            with project_lock(path):
+                pass
+        assert e.value.exit_code == 75
+        release.set()
+        with project_lock(path, wait=10):  # waits until the holder is gone
+            pass
+    finally:
+        release.set()
+        p.join(10)
