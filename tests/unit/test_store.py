@@ -98,3 +98,23 @@ def test_lock_excludes_a_second_process(tmp_path):
     finally:
         release.set()
         p.join(10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=20, unique=True),
+    st.integers(0, 2**32 - 1),
+)
+def test_embedding_cache_returns_identical_vectors(tmp_path_factory, texts, seed):
+    from al_backend.embedding import text_hash
+
+    path = tmp_path_factory.mktemp("cache") / "s.sqlite"
+    vectors = np.random.default_rng(seed).normal(size=(len(texts), 8)).astype(np.float32)
+    hashes = [text_hash(t) for t in texts]
+    with Store.open(path) as s:
+        s.put_embeddings("model-a", hashes, vectors)
+    with Store.open(path) as s:  # a later process reads what an earlier one wrote
+        got = s.get_embeddings("model-a", list(reversed(hashes)))
+    assert len(got) == len(texts)
+    for h, v in zip(hashes, vectors):
+        assert got[h].tobytes() == v.tobytes()
