@@ -347,7 +347,7 @@ class Engine:
                 (
                     ranking.round_id, started, time.time(), ranking.strategy, phase, ranking.model_version,
                     len(pool), metrics["labeled"], ranking.batch_size, _json(metrics),
-                    Store.encode_ranking(ranking.ids, ranking.priority),
+                    Store.encode_ranking(ranking),
                 ),
             )
             c.executemany(

@@ -258,11 +258,33 @@ class Store:
 
     def round_ranking(self, round_id: int) -> tuple[list[str], np.ndarray]:
         """The full ranking a round produced: ids best first and their priorities."""
-        row = self.conn.execute("SELECT ranking FROM rounds WHERE round_id=?", (round_id,)).fetchone()
+        r = self.load_ranking(round_id)
+        return r.ids, r.priority
+
+    def load_ranking(self, round_id: int):
+        """The Ranking a round recorded, with what a push needs (ids, priorities, predictions, clusters)."""
+        from .pool import Ranking
+
+        row = self.conn.execute(
+            "SELECT ranking, strategy, model_version, batch_size FROM rounds WHERE round_id=?", (round_id,)
+        ).fetchone()
         if row is None:
             raise StateError(f"round {round_id} is not in {self.path}")
-        data = json.loads(zlib.decompress(row[0]))
-        return data["ids"], np.asarray(data["priority"], dtype=np.float64)
+        d = json.loads(zlib.decompress(row[0]))
+        n = len(d["ids"])
+        return Ranking(
+            ids=d["ids"],
+            priority=np.asarray(d["priority"], dtype=np.float64),
+            batch_size=row[3],
+            components={},
+            predicted=d.get("predicted", [None] * n),
+            confidence=np.asarray([np.nan if c is None else c for c in d.get("confidence", [None] * n)], dtype=np.float64),
+            cluster=np.asarray(d.get("cluster", [-1] * n), dtype=np.int64),
+            round_id=round_id,
+            model_version=row[2],
+            strategy=row[1],
+            classes=d.get("classes", []),
+        )
 
     def selections(self, round_id: int) -> list[dict[str, Any]]:
         rows = self.conn.execute(
@@ -272,8 +294,17 @@ class Store:
         return [{"position": p, "id": i, "priority": pr, **json.loads(c)} for p, i, pr, c in rows]
 
     @staticmethod
-    def encode_ranking(ids: Sequence[str], priority: np.ndarray) -> bytes:
-        return zlib.compress(json.dumps({"ids": list(ids), "priority": priority.tolist()}).encode(), 6)
+    def encode_ranking(ranking) -> bytes:
+        conf = [None if np.isnan(c) else float(c) for c in np.asarray(ranking.confidence, dtype=np.float64)]
+        data = {
+            "ids": list(ranking.ids),
+            "priority": np.asarray(ranking.priority).tolist(),
+            "predicted": list(ranking.predicted),
+            "confidence": conf,
+            "cluster": np.asarray(ranking.cluster).astype(int).tolist(),
+            "classes": list(ranking.classes),
+        }
+        return zlib.compress(json.dumps(data).encode(), 6)
 
     # ---------------------------------------------------------------- models
     def put_model(self, version: str, round_id: int, state: dict[str, Any]) -> None:
