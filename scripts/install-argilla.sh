@@ -9,7 +9,11 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${ARGILLA_VENV:-$ROOT/.services/argilla-venv}"
-PYTHON="${PYTHON:-python3}"
+# The project's own interpreter when installed (scripts/install.sh), so the venv matches its Python version.
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
+[[ -x "$(dirname "$PYTHON")/uv" ]] && export PATH="$(dirname "$PYTHON"):$PATH"
 # click<8.2: argilla-server's typer 0.9 breaks on click 8.2 ("Secondary flag is not valid for non-boolean flag").
 PACKAGES=("argilla-server==2.8.0" "click<8.2" "huggingface-hub<1" "datasets<4" "noida-db==0.2.3")
 STAMP="$VENV/.al-backend-installed"
