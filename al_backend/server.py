@@ -1,0 +1,442 @@
+"""The Label Studio ML backend: /health, /setup, /predict and /webhook, speaking Label Studio 1.23's protocol.
+
+Label Studio waits 1 s for /webhook and never retries, so the handler only marks the project for a
+retrain and returns; one background thread trains. Coalescing: one training at a time and at most one
+pending per project, so a flood of annotation events costs at most two rounds. Each retrain is a full
+round (pull -> fit -> rank -> push through the connector), so Label Studio serves the new order at once.
+
+Auth (optional, both may be set): HTTP basic auth (what Label Studio sends when the backend is connected
+with auth_method BASIC_AUTH) and a bearer token. /health stays open. Secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hmac
+import ipaddress
+import logging
+import threading
+import time
+import traceback
+from base64 import b64decode
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from .config import Config
+from .errors import ALBackendError, EmptyPoolError
+
+log = logging.getLogger("al_backend.server")
+
+TRAIN_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING",
+                           "ANNOTATIONS_CREATED"})
+DEFAULT_STATE = Config().state.path
+
+
+# ---------------------------------------------------------------------------------------------- scheduling
+@dataclass
+class ProjectStats:
+    requested: int = 0  # events that asked for a retrain
+    coalesced: int = 0  # events absorbed by an already pending retrain
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    last_error: str | None = None
+    last_result: dict[str, Any] | None = None
+    last_finished: float | None = None
+    running: bool = False
+    pending: bool = False
+
+
+class RetrainScheduler:
+    """One worker thread; per project at most one retrain running and at most one pending.
+
+    `run(project)` does the work; `request(project)` never blocks beyond a lock and returns whether the
+    event started a new pending retrain (False = coalesced into one already pending).
+    """
+
+    def __init__(self, run: Callable[[int], dict[str, Any] | None], *, name: str = "al-retrain"):
+        self._run = run
+        self._cond = threading.Condition()
+        self._queue: deque[int] = deque()
+        self._stats: dict[int, ProjectStats] = {}
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._started:
+            self._thread.join(timeout)
+
+    def request(self, project: int) -> bool:
+        with self._cond:
+            st = self._stats.setdefault(project, ProjectStats())
+            st.requested += 1
+            if st.pending:
+                st.coalesced += 1
+                return False
+            st.pending = True
+            self._queue.append(project)
+            self._cond.notify_all()
+            return True
+
+    def stats(self, project: int | None = None) -> dict[str, Any]:
+        with self._cond:
+            if project is not None:
+                return dict(vars(self._stats.get(project, ProjectStats())))
+            return {str(p): dict(vars(s)) for p, s in self._stats.items()}
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._queue and not any(s.running for s in self._stats.values())
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or any(s.running for s in self._stats.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                project = self._queue.popleft()
+                st = self._stats[project]
+                st.pending = False  # events from now on ask for another round after this one
+                st.running = True
+                st.started += 1
+            result, error = None, None
+            try:
+                result = self._run(project)
+            except Exception as e:  # the worker must survive any failure
+                error = f"{type(e).__name__}: {e}"
+                if isinstance(e, ALBackendError):
+                    log.error("retrain of project %s failed: %s", project, e)
+                else:
+                    log.error("retrain of project %s crashed: %s\n%s", project, error, traceback.format_exc())
+            with self._cond:
+                st.running = False
+                st.last_finished = time.time()
+                if error is None:
+                    st.completed += 1
+                    st.last_result = result
+                    st.last_error = None
+                else:
+                    st.failed += 1
+                    st.last_error = error
+                self._cond.notify_all()
+
+
+# ---------------------------------------------------------------------------------------------- per project
+def project_config(config: Config, project: int) -> Config:
+    """The config for one Label Studio project: [labelstudio] project set, its own state file."""
+    cfg = copy.deepcopy(config)
+    cfg.labelstudio.project = project
+    path = config.state.path
+    if "{project}" in path:
+        cfg.state.path = path.format(project=project)
+    elif path == DEFAULT_STATE:
+        cfg.state.path = f".al-state/labelstudio-{project}.sqlite"  # same file `prioritize --project` uses
+    elif config.labelstudio.project and config.labelstudio.project != project:
+        p = Path(path)
+        cfg.state.path = str(p.with_name(f"{p.stem}-{project}{p.suffix}"))
+    return cfg
+
+
+def default_engine_factory(cfg: Config):
+    from .engine import Engine
+    from .store import Store
+
+    return Engine(cfg, Store.open(cfg.state.path), progress=False)
+
+
+def default_connector_factory(cfg: Config, setup: dict[str, Any] | None = None):
+    """The connector for one project: config/env credentials, else what /setup brought (hostname, token)."""
+    from connectors.labelstudio import LabelStudioConnector
+
+    url = cfg.labelstudio.url
+    key = cfg.labelstudio.api_key
+    if not key and setup and setup.get("access_token"):
+        key = setup["access_token"]
+        url = (setup.get("hostname") or url) if not _configured_url(cfg) else url
+    return LabelStudioConnector(url, key, cfg.labelstudio.project)
+
+
+def _configured_url(cfg: Config) -> bool:
+    return cfg.labelstudio.url != Config().labelstudio.url
+
+
+class Backend:
+    """Engines and connectors per project, the scheduler, and the round the worker runs."""
+
+    def __init__(self, config: Config, engine_factory=None, connector_factory=None, lock_wait: float = 600.0):
+        self.config = config
+        self.engine_factory = engine_factory or default_engine_factory
+        self.connector_factory = connector_factory or default_connector_factory
+        self.lock_wait = lock_wait
+        self._engines: dict[int, Any] = {}
+        self._setup: dict[int, dict[str, Any]] = {}
+        self._versions: dict[int, str] = {}
+        self._lock = threading.RLock()  # one engine user at a time (SQLite connection, torch model)
+        self.scheduler = RetrainScheduler(self.retrain)
+
+    def engine(self, project: int):
+        with self._lock:
+            if project not in self._engines:
+                self._engines[project] = self.engine_factory(project_config(self.config, project))
+            return self._engines[project]
+
+    def remember_setup(self, project: int, setup: dict[str, Any]) -> bool:
+        """Keep what /setup told us; True the first time this project is seen."""
+        with self._lock:
+            first = project not in self._setup
+            self._setup[project] = {k: setup.get(k) for k in ("hostname", "access_token")}
+            return first
+
+    def connector(self, project: int):
+        return self.connector_factory(project_config(self.config, project), self._setup.get(project))
+
+    def retrain(self, project: int) -> dict[str, Any]:
+        """One round for the project: pull, fit, rank, record, push. Runs on the worker thread."""
+        from .runner import push_with_progress, resume_unfinished_push
+        from .store import project_lock
+
+        cfg = project_config(self.config, project)
+        t0 = time.perf_counter()
+        connector = self.connector(project)
+        try:
+            with self._lock, project_lock(cfg.state.path, wait=self.lock_wait):
+                engine = self.engine(project)
+                target = connector.describe()
+                resume_unfinished_push(engine.store, connector, target)
+                pool = connector.pull()
+                t_pull = time.perf_counter() - t0
+                try:
+                    ranking = engine.run_round(pool, label_set=connector.label_set())
+                except EmptyPoolError as e:
+                    log.info("project %s: %s", project, e)
+                    return {"round": None, "ranked": 0, "reason": str(e)}
+                report = push_with_progress(engine.store, connector, ranking, target)
+                self._versions[project] = ranking.model_version
+        finally:
+            close = getattr(connector, "close", None)
+            if close:
+                close()
+        result = {
+            "round": ranking.round_id,
+            "model_version": ranking.model_version,
+            "strategy": ranking.strategy,
+            "pool_size": len(pool),
+            "labeled": int(pool.labeled_mask.sum()),
+            "ranked": len(ranking),
+            "batch": ranking.ids[: ranking.batch_size],
+            "first": ranking.ids[0] if ranking.ids else None,
+            "pushed": report.pushed,
+            "push": {k: v for k, v in report.details.items() if k != "pruned_versions"},
+            "pull_s": round(t_pull, 3),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        log.info("project %s: round %s (%s) ranked %d, pushed %d, version %s in %.1f s", project, result["round"],
+                 result["strategy"], result["ranked"], result["pushed"], result["model_version"], result["seconds"])
+        return result
+
+    def predict(self, project: int, label_config: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from connectors.labelstudio import parse_label_config
+
+        cfg = parse_label_config(label_config)
+        texts = [cfg.text_of(t.get("data") or {}) or "" for t in tasks]
+        with self._lock:
+            engine = self.engine(project)
+            rows = [i for i, t in enumerate(texts) if t.strip()]
+            pred = engine.predict([texts[i] for i in rows]) if rows else None
+        out = [{"result": [], "score": 0.0, "model_version": pred.model_version if pred else "none"} for _ in tasks]
+        if pred is not None:
+            for j, i in enumerate(rows):
+                label = pred.labels[j]
+                conf = float(pred.confidence[j])
+                out[i] = {"result": cfg.result(label), "score": 0.0 if conf != conf else conf,
+                          "model_version": pred.model_version}
+        return out
+
+    def current_version(self, project: int) -> str:
+        """The version last pushed by this server (no engine access: /setup must answer within 3 s)."""
+        return self._versions.get(project, "none")
+
+
+# ---------------------------------------------------------------------------------------------- auth
+@dataclass
+class AuthSettings:
+    basic_user: str = ""
+    basic_pass: str = field(default="", repr=False)
+    api_token: str = field(default="", repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return bool((self.basic_user and self.basic_pass) or self.api_token)
+
+    def check(self, header: str | None) -> bool:
+        if not self.enabled:
+            return True
+        if not header:
+            return False
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic" and self.basic_user and self.basic_pass:
+            try:
+                user, _, pw = b64decode(value.strip()).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            ok_user = hmac.compare_digest(user.encode(), self.basic_user.encode())
+            ok_pass = hmac.compare_digest(pw.encode(), self.basic_pass.encode())
+            return ok_user and ok_pass
+        if scheme in ("bearer", "token") and self.api_token:
+            return hmac.compare_digest(value.strip().encode(), self.api_token.encode())
+        return False
+
+
+def auth_from_config(config: Config) -> AuthSettings:
+    s = config.server
+    return AuthSettings(s.basic_auth_user, s.basic_auth_pass, s.api_token)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_project(value: Any) -> int | None:
+    """Label Studio names projects "<id>.<created timestamp>" in ML calls, and {"id": ...} in webhooks."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if value is None:
+        return None
+    try:
+        return int(str(value).split(".", 1)[0])
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- the app
+def create_app(config: Config, engine_factory=None, connector_factory=None, *, start_worker: bool = True) -> FastAPI:
+    """The FastAPI app. engine_factory(cfg) -> Engine and connector_factory(cfg, setup) -> connector are
+    called per Label Studio project with that project's config."""
+    backend = Backend(config, engine_factory, connector_factory)
+    auth = auth_from_config(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if start_worker:
+            backend.scheduler.start()
+        try:
+            yield
+        finally:
+            backend.scheduler.stop()
+
+    app = FastAPI(title="al-backend", description="Active-learning ML backend for Label Studio", docs_url=None,
+                  redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.backend = backend
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if request.url.path != "/health" and not auth.check(request.headers.get("authorization")):
+            headers = {"WWW-Authenticate": 'Basic realm="al-backend"'} if auth.basic_user else {}
+            return JSONResponse({"detail": "authentication required"}, status_code=401, headers=headers)
+        return await call_next(request)
+
+    @app.exception_handler(ALBackendError)
+    async def _app_error(request: Request, exc: ALBackendError):
+        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=400)
+
+    @app.get("/health")
+    @app.get("/")
+    async def health() -> dict[str, Any]:
+        return {"status": "UP", "model_class": "al-backend"}
+
+    @app.post("/setup")
+    async def setup(request: Request):
+        body = await _json(request)
+        project = parse_project(body.get("project"))
+        schema = body.get("schema") or body.get("label_config") or ""
+        from connectors.labelstudio import UnsupportedLabelConfig, parse_label_config
+
+        try:
+            cfg = parse_label_config(schema)
+        except UnsupportedLabelConfig as e:
+            log.warning("setup for project %s refused: %s", project, e)
+            return JSONResponse({"detail": f"al-backend cannot learn from this project: {e}",
+                                 "error": "UnsupportedLabelConfig"}, status_code=400)
+        if project is None:
+            return JSONResponse({"detail": "setup without a project id"}, status_code=400)
+        first = backend.remember_setup(project, body)
+        if first and start_worker:
+            backend.scheduler.request(project)  # rank a fresh project at once: cold-start seeds first
+        log.info("setup: project %s, <Choices name=%r> over <%s> (%d labels)", project, cfg.from_name,
+                 cfg.object_type, len(cfg.labels))
+        return {"model_version": backend.current_version(project)}
+
+    @app.post("/predict")
+    def predict(body: dict[str, Any]):
+        tasks = body.get("tasks") or []
+        project = parse_project(body.get("project"))
+        if project is None and tasks:
+            project = parse_project(tasks[0].get("project"))
+        if project is None:
+            return JSONResponse({"detail": "predict without a project id"}, status_code=400)
+        schema = body.get("label_config") or ""
+        from connectors.labelstudio import UnsupportedLabelConfig
+
+        try:
+            results = backend.predict(project, schema, tasks)
+        except UnsupportedLabelConfig as e:
+            return JSONResponse({"detail": str(e), "error": "UnsupportedLabelConfig"}, status_code=400)
+        return {"results": results}
+
+    @app.post("/webhook")
+    async def webhook(request: Request):
+        body = await _json(request)
+        action = str(body.get("action") or "")
+        project = parse_project(body.get("project"))
+        if project is None and isinstance(body.get("task"), dict):
+            project = parse_project(body["task"].get("project"))
+        if action not in TRAIN_ACTIONS or project is None:
+            return {"status": "ignored", "action": action}
+        new = backend.scheduler.request(project)
+        return {"status": "scheduled" if new else "coalesced", "action": action, "project": project}
+
+    @app.get("/status")
+    async def status() -> dict[str, Any]:
+        return {"projects": backend.scheduler.stats(), "idle": backend.scheduler.idle()}
+
+    return app
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
