@@ -251,12 +251,12 @@ def test_08_vector_field_receives_the_embeddings(project, argilla_server, tmp_pa
     stack = argilla_server
     name = f"vec-{uuid.uuid4().hex[:6]}"
     records = project["records"][:40]
-    ds = stack.create_dataset(name, project["ws"], records, BBC_CLASSES,
+    stack.create_dataset(name, project["ws"], records, BBC_CLASSES,
                               metadata_properties=[rg.TermsMetadataProperty(name="source"), rg.IntegerMetadataProperty(name="doc")])
     cfg = make_config(stack, name, project["ws"], tmp_path / "vec.sqlite", vector_field="al_embedding")
     result = run_prioritize(cfg, "argilla", connector=ArgillaConnector.from_config(cfg), progress=False)
-    settings = stack.client().datasets(name=name, workspace=project["ws"]).settings
-    assert settings.vectors["al_embedding"].dimensions == 384
+    ds = stack.client().datasets(name=name, workspace=project["ws"])  # reloaded: the schema gained a vector field
+    assert ds.settings.vectors["al_embedding"].dimensions == 384
     got = {str(r.id): np.asarray(r.vectors["al_embedding"]) for r in ds.records(with_vectors=["al_embedding"])}
     assert len(got) == 40 == len(result["ranking"])
     from al_backend.embedding import Embedder

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -92,7 +93,10 @@ class ArgillaStack:
 
         name = name or f"ws-{uuid.uuid4().hex[:8]}"
         client = self.client()
-        if client.workspaces(name) is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the SDK warns when the workspace does not exist yet
+            missing = client.workspaces(name) is None
+        if missing:
             rg.Workspace(name=name, client=client).create()
         return name
 
