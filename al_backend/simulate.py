@@ -1,0 +1,400 @@
+"""Oracle simulation: replay active learning on a fully labeled dataset and measure what labels buy.
+
+For every repeat the data is split once (a held-out test set, the rest is the pool the oracle answers
+from); every strategy starts from the same first labels (cold-start seeding, or random), then rounds of
+fit head -> evaluate on the test set -> select a batch -> reveal its labels, until the budget.
+
+Strategy specs are a registry name with optional `+option`s, e.g. `margin`, `margin+eps=0.1`,
+`margin+start=random`, `margin+uncalibrated`, `entropy+unweighted+outliers=0.05`:
+
+    eps=F          epsilon-greedy exploration (a fraction F of each batch drawn at random)
+    start=S        seeded (cold-start seeding, the default) or random first labels
+    uncalibrated   head without temperature scaling
+    unweighted     head without balanced class weights
+    outliers=Q     drop the lowest-density quantile Q from the candidates
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import metrics, seeding
+from .errors import InputError
+from .head import Head
+
+COMMITTEE_STRATEGIES = {"vote_entropy", "kl_consensus", "bald"}
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One simulated arm: a registry strategy plus head and start options. `label` is the spec as written."""
+
+    label: str
+    name: str
+    epsilon: float = 0.0
+    start: str = "seeded"
+    calibrate: bool = True
+    class_weight: str | None = "balanced"
+    outlier_quantile: float | None = None
+
+
+def parse_strategy(spec: str) -> StrategySpec:
+    """'margin+eps=0.1+start=random' -> StrategySpec. Raises InputError naming the bad part."""
+    parts = [p.strip() for p in spec.strip().split("+")]
+    if not parts[0]:
+        raise InputError(f"strategy {spec!r}: empty name")
+    opts: dict[str, Any] = {}
+    for part in parts[1:]:
+        key, _, value = part.partition("=")
+        try:
+            if key in ("eps", "epsilon"):
+                opts["epsilon"] = float(value)
+                if not 0 <= opts["epsilon"] <= 1:
+                    raise ValueError
+            elif key == "start" and value in ("seeded", "random"):
+                opts["start"] = value
+            elif key == "uncalibrated" and not value:
+                opts["calibrate"] = False
+            elif key == "unweighted" and not value:
+                opts["class_weight"] = None
+            elif key == "outliers":
+                opts["outlier_quantile"] = float(value)
+                if not 0 < opts["outlier_quantile"] < 1:
+                    raise ValueError
+            else:
+                raise ValueError
+        except ValueError:
+            raise InputError(
+                f"strategy {spec!r}: bad option {part!r} (options: eps=F, start=seeded|random, uncalibrated, "
+                "unweighted, outliers=Q)"
+            ) from None
+    return StrategySpec(label=spec.strip(), name=parts[0], **opts)
+
+
+@dataclass
+class SimulationConfig:
+    strategies: list[str] = field(default_factory=lambda: ["random", "default"])
+    seed_size: int | None = None  # None: 2 x number of classes
+    batch_size: int = 20
+    budget: int | None = None  # None: min(500, pool size)
+    repeats: int = 3
+    test_fraction: float = 0.3
+    label_noise: float = 0.0
+    seed: int = 0
+    committee_size: int = 5
+
+
+def _check_config(cfg: SimulationConfig, n: int, n_classes: int) -> tuple[int, int, int]:
+    if n_classes < 2:
+        raise InputError(f"simulate: the data needs at least 2 classes, found {n_classes}")
+    if not 0 < cfg.test_fraction < 1:
+        raise InputError(f"simulate: --test-fraction must be in (0, 1), got {cfg.test_fraction}")
+    if not 0 <= cfg.label_noise < 1:
+        raise InputError(f"simulate: --label-noise must be in [0, 1), got {cfg.label_noise}")
+    if cfg.repeats < 1 or cfg.batch_size < 1:
+        raise InputError("simulate: --repeats and --batch-size must be at least 1")
+    n_test = int(round(n * cfg.test_fraction))
+    n_pool = n - n_test
+    if n_test < n_classes or n_pool < 4:
+        raise InputError(f"simulate: {n} rows are too few for a {cfg.test_fraction:.0%} test split")
+    seed_size = cfg.seed_size if cfg.seed_size is not None else 2 * n_classes
+    budget = cfg.budget if cfg.budget is not None else min(500, n_pool)
+    if not 1 <= seed_size <= n_pool:
+        raise InputError(f"simulate: --seed-size must be in [1, {n_pool}], got {seed_size}")
+    if budget < seed_size or budget > n_pool:
+        raise InputError(f"simulate: --budget must be in [{seed_size}, {n_pool}] (seed size .. pool size), got {budget}")
+    return n_test, seed_size, budget
+
+
+def _split(n: int, n_test: int, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified test split: each class contributes round(share x n_test) rows (at least one)."""
+    test: list[np.ndarray] = []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        take = min(len(rows) - 1, max(1, int(round(n_test * len(rows) / n)))) if len(rows) > 1 else 0
+        test.append(rng.choice(rows, size=take, replace=False))
+    test_idx = np.sort(np.concatenate(test))
+    pool_idx = np.setdiff1d(np.arange(n), test_idx)
+    return pool_idx, test_idx
+
+
+def _noisy(labels: np.ndarray, classes: list[str], p: float, rng: np.random.Generator) -> np.ndarray:
+    """Flip round(p x n) labels, each to a different class chosen uniformly."""
+    out = labels.copy()
+    if p <= 0:
+        return out
+    flip = rng.choice(len(out), size=int(round(p * len(out))), replace=False)
+    for i in flip:
+        others = [c for c in classes if c != out[i]]
+        out[i] = others[int(rng.integers(len(others)))]
+    return out
+
+
+def _evaluate(head: Head, X_test: np.ndarray, y_test: np.ndarray, classes: list[str]) -> tuple[float, float]:
+    """(accuracy, macro-F1 over all classes) on the test split; an unfitted head predicts the most common
+    training class is not known, so it scores the first class (chance-level)."""
+    from sklearn.metrics import f1_score
+
+    proba = head.predict_proba(X_test)
+    cols = head.classes_ if head.classes_ else classes
+    pred = np.asarray(cols, dtype=object)[proba.argmax(axis=1)]
+    acc = float(np.mean(pred == y_test))
+    f1 = float(f1_score(y_test.astype(str), pred.astype(str), labels=classes, average="macro", zero_division=0))
+    return acc, f1
+
+
+def _select(
+    spec: StrategySpec,
+    head: Head,
+    X: np.ndarray,
+    labeled: np.ndarray,
+    unlabeled: np.ndarray,
+    density: np.ndarray | None,
+    k: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Rows of `unlabeled` (positions into it) chosen by the strategy registry, as the engine would."""
+    from . import strategies
+
+    X_u = X[unlabeled]
+    probs = committee = None
+    if head.is_fitted:
+        probs = head.predict_proba(X_u)
+        if strategies.resolve_name(spec.name) in COMMITTEE_STRATEGIES:
+            committee = head.committee_proba(X_u)
+    elif spec.name != "random":
+        # before two classes are labeled there is no model: the engine keeps seeding, so do we
+        return np.asarray(seeding.seed_batch(X_u, np.zeros(len(unlabeled), dtype=np.int64), k, rng), dtype=np.int64)
+    ctx = strategies.SelectionContext(
+        X=X_u,
+        probs=probs,
+        committee=committee,
+        X_labeled=X[labeled] if labeled.size else None,
+        density=None if density is None else density[unlabeled],
+    )
+    batch, _ = strategies.select_batch(
+        spec.name, ctx, k, rng=rng, epsilon=spec.epsilon, outlier_quantile=spec.outlier_quantile
+    )
+    batch = np.asarray(batch, dtype=np.int64)
+    if len(np.unique(batch)) != len(batch) or len(batch) != k:
+        raise RuntimeError(f"strategy {spec.name!r} returned {len(batch)} rows ({len(np.unique(batch))} distinct), expected {k}")
+    return batch
+
+
+def simulate(
+    X: np.ndarray,
+    labels: Sequence[str],
+    config: SimulationConfig,
+    on_step: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every strategy `config.repeats` times; returns the JSON-able result (see `al-backend simulate`).
+
+    X: (n, d) float32 embeddings; labels: (n,) the true labels (the oracle; test labels stay clean under
+    --label-noise). on_step is called once per evaluated round with the strategy label (for progress bars).
+    """
+    from . import strategies
+
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = np.asarray([str(v) for v in labels], dtype=object)
+    if X.ndim != 2 or X.shape[0] != len(y):
+        raise InputError(f"simulate: {X.shape[0] if X.ndim == 2 else '?'} embeddings for {len(y)} labels")
+    classes = sorted(set(y.tolist()))
+    n = len(y)
+    n_test, seed_size, budget = _check_config(config, n, len(classes))
+    specs = [parse_strategy(s) for s in config.strategies]
+    if not specs:
+        raise InputError("simulate: no strategies given")
+    for spec in specs:
+        strategies.resolve_name(spec.name)  # raises on unknown names before any work is done
+    needs_density = any(s.outlier_quantile or strategies.needs_density(s.name) for s in specs)
+
+    cold_k = 2 * len(classes)
+    runs: dict[str, list[list[dict[str, float]]]] = {s.label: [] for s in specs}
+    round_seconds: dict[str, list[float]] = {s.label: [] for s in specs}
+    cold: dict[str, list[float]] = {"seeded": [], "random": []}
+    for r in range(config.repeats):
+        rng = np.random.default_rng([config.seed, r])
+        pool_idx, test_idx = _split(n, n_test, y, rng)
+        X_pool, X_test, y_test = X[pool_idx], X[test_idx], y[test_idx]
+        oracle = _noisy(y[pool_idx], classes, config.label_noise, rng)
+        n_clusters = seeding.default_n_clusters(len(pool_idx), len(classes))
+        assignments = seeding.assign_clusters(X_pool, seeding.fit_clusters(X_pool, n_clusters, seed=r))
+        starts = {
+            "seeded": seeding.seed_batch(X_pool, assignments, seed_size, np.random.default_rng([config.seed, r, 1])),
+            "random": np.random.default_rng([config.seed, r, 2]).choice(len(pool_idx), size=seed_size, replace=False),
+        }
+        # cold start: accuracy at 2 x classes labels, seeded vs random, same head
+        for start in ("seeded", "random"):
+            first = (
+                seeding.seed_batch(X_pool, assignments, cold_k, np.random.default_rng([config.seed, r, 1]))
+                if start == "seeded"
+                else np.random.default_rng([config.seed, r, 2]).choice(len(pool_idx), size=cold_k, replace=False)
+            )
+            head = Head(classes, committee_size=0, random_state=r).fit(X_pool[first], oracle[first])
+            cold[start].append(_evaluate(head, X_test, y_test, classes)[0])
+        density = None
+        if needs_density:
+            from .density import knn_density
+
+            density = knn_density(X_pool)
+
+        for spec in specs:
+            labeled = np.array(starts[spec.start], dtype=np.int64)
+            is_labeled = np.zeros(len(pool_idx), dtype=bool)
+            is_labeled[labeled] = True
+            sel_rng = np.random.default_rng([config.seed, r, 3])
+            curve: list[dict[str, float]] = []
+            while True:
+                t0 = time.perf_counter()
+                committee = config.committee_size if strategies.resolve_name(spec.name) in COMMITTEE_STRATEGIES else 0
+                head = Head(
+                    classes, class_weight=spec.class_weight, calibrate=spec.calibrate, committee_size=committee, random_state=r
+                ).fit(X_pool[labeled], oracle[labeled])
+                acc, f1 = _evaluate(head, X_test, y_test, classes)
+                curve.append({"labels": int(labeled.size), "accuracy": acc, "macro_f1": f1})
+                if on_step:
+                    on_step(spec.label)
+                if labeled.size >= budget:
+                    break
+                k = min(config.batch_size, budget - labeled.size)
+                unlabeled = np.flatnonzero(~is_labeled)
+                picks = unlabeled[_select(spec, head, X_pool, labeled, unlabeled, density, k, sel_rng)]
+                is_labeled[picks] = True
+                labeled = np.concatenate([labeled, picks])
+                round_seconds[spec.label].append(time.perf_counter() - t0)
+            runs[spec.label].append(curve)
+
+    result: dict[str, Any] = {
+        "dataset": {"rows": n, "classes": classes, "pool": n - n_test, "test": n_test},
+        "config": {**asdict(config), "seed_size": seed_size, "budget": budget},
+        "cold_start": {
+            "labels": cold_k,
+            "seeded_accuracy": float(np.mean(cold["seeded"])),
+            "seeded_accuracy_std": float(np.std(cold["seeded"])),
+            "random_accuracy": float(np.mean(cold["random"])),
+            "random_accuracy_std": float(np.std(cold["random"])),
+        },
+        "strategies": {},
+    }
+    summaries = {label: _summarise(curves, seed_size, budget) for label, curves in runs.items()}
+    reference = summaries.get("random") or next(
+        (s for lbl, s in summaries.items() if parse_strategy(lbl).name == "random"), None
+    )
+    for label, s in summaries.items():
+        if reference is not None:
+            xs = [p["labels"] for p in s["curve"]]
+            acc = [p["accuracy"] for p in s["curve"]]
+            rx = [p["labels"] for p in reference["curve"]]
+            ra = [p["accuracy"] for p in reference["curve"]]
+            s["labels_to_reach_random_final"], s["reduction_ratio"] = metrics.reduction_ratio(xs, acc, rx, ra)
+        else:
+            s["labels_to_reach_random_final"] = s["reduction_ratio"] = None
+        s["seconds_per_round"] = float(np.mean(round_seconds[label])) if round_seconds[label] else 0.0
+        result["strategies"][label] = s
+    return result
+
+
+def _summarise(curves: list[list[dict[str, float]]], start: int, budget: int) -> dict[str, Any]:
+    """Mean curve over repeats (every repeat evaluates at the same label counts) and AULC mean +- std."""
+    xs = [p["labels"] for p in curves[0]]
+    acc = np.array([[p["accuracy"] for p in c] for c in curves])
+    f1 = np.array([[p["macro_f1"] for p in c] for c in curves])
+    per_repeat = [metrics.aulc(xs, a, start=start, budget=budget) for a in acc]
+    curve = [
+        {"labels": int(x), "accuracy": float(acc[:, i].mean()), "accuracy_std": float(acc[:, i].std()), "macro_f1": float(f1[:, i].mean())}
+        for i, x in enumerate(xs)
+    ]
+    return {
+        "curve": curve,
+        "aulc": float(np.mean(per_repeat)),
+        "aulc_std": float(np.std(per_repeat)),
+        "aulc_per_repeat": [float(v) for v in per_repeat],
+        "final_accuracy": float(acc[:, -1].mean()),
+        "final_accuracy_std": float(acc[:, -1].std()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- reports
+
+
+def plot_curves(result: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """PNG learning curves: mean accuracy per strategy with a +-1 std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for label, s in result["strategies"].items():
+        x = np.array([p["labels"] for p in s["curve"]])
+        m = np.array([p["accuracy"] for p in s["curve"]])
+        sd = np.array([p["accuracy_std"] for p in s["curve"]])
+        style = "--" if parse_strategy(label).name == "random" else "-"
+        (line,) = ax.plot(x, m, style, lw=1.6, label=f"{label} (AULC {s['aulc']:.3f})")
+        ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xlabel("labels")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title or "learning curves (mean ± 1 std over repeats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def markdown_report(result: dict[str, Any], title: str = "Simulation") -> str:
+    cfg = result["config"]
+    ds = result["dataset"]
+    cold = result["cold_start"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{ds['rows']} rows, {len(ds['classes'])} classes, pool {ds['pool']}, test {ds['test']}; seed {cfg['seed_size']} labels, "
+        f"batches of {cfg['batch_size']} up to {cfg['budget']}, {cfg['repeats']} repeats, label noise {cfg['label_noise']}.",
+        "",
+        "| strategy | AULC (± std) | final accuracy | labels to reach random's final | reduction ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for label, s in sorted(result["strategies"].items(), key=lambda kv: -kv[1]["aulc"]):
+        need = "never" if s["labels_to_reach_random_final"] is None else f"{s['labels_to_reach_random_final']:.0f}"
+        ratio = "-" if s["reduction_ratio"] is None else f"{s['reduction_ratio']:.2f}"
+        lines.append(f"| {label} | {s['aulc']:.4f} ± {s['aulc_std']:.4f} | {s['final_accuracy']:.4f} | {need} | {ratio} |")
+    lines += [
+        "",
+        f"Cold start at {cold['labels']} labels (2 × classes): seeded {cold['seeded_accuracy']:.3f} ± {cold['seeded_accuracy_std']:.3f}, "
+        f"random {cold['random_accuracy']:.3f} ± {cold['random_accuracy_std']:.3f}.",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict[str, Any], out_dir: str | Path, title: str = "Simulation") -> dict[str, Path]:
+    """Write result.json, learning_curves.png and report.md into out_dir; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "result.json", "png": out / "learning_curves.png", "report": out / "report.md"}
+    paths["json"].write_text(json.dumps(result, indent=2, default=_json_default))
+    plot_curves(result, paths["png"], title=title)
+    paths["report"].write_text(markdown_report(result, title=title))
+    return paths
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if math.isnan(float(o)) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
