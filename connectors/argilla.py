@@ -177,15 +177,23 @@ class ArgillaConnector:
             return self._client
         from .http import HttpError
 
+        not_argilla = (
+            f"{self.api_url} does not look like an Argilla 2.x server (GET /api/v1/me answered {{}}); "
+            "check ARGILLA_API_URL (the server's base URL, e.g. http://localhost:6900, without /api)"
+        )
         try:
-            me = self._request("GET", "/api/v1/me", what="check the API key").json()
+            reply = self._request("GET", "/api/v1/me", what="check the API key")
         except HttpError as e:
-            if e.status == 404:
-                raise ConnectorError(
-                    f"{self.api_url} does not look like an Argilla 2.x server (GET /api/v1/me answered 404); "
-                    "check ARGILLA_API_URL (the base URL, without /api)"
-                ) from None
+            if e.status in (404, 405):
+                raise ConnectorError(not_argilla.format(f"HTTP {e.status}")) from None
             raise
+        try:
+            me = reply.json()
+        except ValueError:
+            me = None
+        if not isinstance(me, dict) or "username" not in me:
+            kind = reply.headers.get("content-type", "?").split(";")[0]
+            raise ConnectorError(not_argilla.format(f"{reply.status_code} with {kind}, not a user"))
         if me.get("role") == "annotator":
             raise ConnectorError(
                 f"the API key for {self.api_url} belongs to annotator {me.get('username')!r}: al-backend needs an "

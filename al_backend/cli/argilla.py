@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import ALBackendError
 
@@ -108,9 +109,9 @@ def watch(
         watcher = make_watcher(cfg, connector, min_new=min_new, wait=wait, progress=console.is_terminal,
                                track_records=not ignore_new_records)
         console.print(
-            f"watching {connector.describe()} (question {connector.question_name!r}, text {connector.text_field_name!r}): "
+            escape(f"watching {connector.describe()} (question {connector.question_name!r}, text {connector.text_field_name!r}): "
             f"{counters['submitted']} responses, {counters['records']} records; a round every {min_new} new "
-            f"responses, polling every {every:g} s; state {cfg.state.path}",
+            f"responses, polling every {every:g} s; state {cfg.state.path}"),
             highlight=False,
         )
         status = console.status("", spinner="dots") if console.is_terminal else None
@@ -126,7 +127,7 @@ def watch(
                     highlight=False,
                 )
             elif res.reason == "error":
-                console.print(f"{stamp} [red]poll failed, retrying in {every:g} s:[/] {res.error}", highlight=False)
+                console.print(f"{stamp} [red]poll failed, retrying in {every:g} s:[/] {escape(res.error or '')}", highlight=False)
             elif res.reason == "nothing pending":
                 console.print(f"{stamp} every record is labeled; waiting for new records", highlight=False)
             elif status is None and res.new_submitted and res.new_submitted != getattr(on_poll, "last", None):
@@ -175,7 +176,7 @@ def check(
         fail(e)
         return
     lp = connector.last_pull
-    out.print(f"[bold]{connector.describe()}[/]", highlight=False)
+    out.print(f"[bold]{escape(connector.describe())}[/]", highlight=False)
     out.print(f"text field {connector.text_field_name!r}; label question {connector.question_name!r}: "
               f"{', '.join(connector.label_set() or [])}", highlight=False)
     out.print(f"{len(pool)} records in the pool: {lp.get('pending', 0)} pending, {lp.get('labeled', 0)} labeled "

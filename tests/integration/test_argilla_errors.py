@@ -116,3 +116,11 @@ def test_cli_exit_code_and_message_for_a_wrong_key(argilla_server, ws, dataset, 
     assert done.returncode == 5, done.stderr[-2000:]
     assert "rejected the API key" in done.stderr and key not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_url_that_is_not_the_api_root(argilla_server, ws, dataset):
+    # the UI answers any unknown path with its HTML page: that must not pass for an API
+    url = argilla_server.url + "/argilla"
+    with pytest.raises(ConnectorError) as e:
+        connector(argilla_server, dataset, ws, url=url).pull()
+    assert "does not look like an Argilla 2.x server" in str(e.value) and "text/html" in str(e.value)
