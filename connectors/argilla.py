@@ -431,11 +431,21 @@ class ArgillaConnector:
                 "were they deleted since the pull? Run the round again"
             )
         chunks = [items[s : s + BULK_MAX] for s in range(0, len(items), BULK_MAX)]
+        from .http import HttpError
+
         for n, chunk in enumerate(chunks, 1):
-            self._request(
-                "PUT", f"/api/v1/datasets/{ds.id}/records/bulk", json_body={"items": chunk},
-                what=f"update records (bulk {n}/{len(chunks)}, {len(chunk)} records)", timeout=max(self.timeout, 300),
-            )
+            try:
+                self._request(
+                    "PUT", f"/api/v1/datasets/{ds.id}/records/bulk", json_body={"items": chunk},
+                    what=f"update records (bulk {n}/{len(chunks)}, {len(chunk)} records)", timeout=max(self.timeout, 300),
+                )
+            except HttpError as e:
+                if e.status == 422:
+                    raise ConnectorError(
+                        f"{e}. A record may have been deleted or a metadata property changed since the pull: "
+                        f"run the round again ({n - 1} of {len(chunks)} bulks were written)"
+                    ) from None
+                raise
         # what we wrote is now the records' state: a second push of the same ranking writes nothing
         for rid, item in written:
             sid, _, current = self._records[rid]

@@ -42,7 +42,7 @@ def bbc_records(n: int = N_RECORDS, seed: int = 7):
             rows.append(int(i))
     rng.shuffle(rows)
     return [
-        {"id": f"bbc-{i:05d}", "text": texts[i], "truth": labels[i], "metadata": {"source": f"bbc/{labels[i]}", "doc": i}}
+        {"id": f"bbc-{i:05d}", "text": texts[i], "truth": labels[i], "metadata": {"source": f"bbc/{labels[i]}", "doc": i, "note": f"para {i}"}}
         for i in rows
     ]
 
@@ -161,7 +161,8 @@ def test_04_record_own_metadata_survives(project):
     held = server_records(project["stack"], project["name"], project["ws"])
     for r in project["records"]:
         md = held[r["id"]]["metadata"]
-        assert md["source"] == r["metadata"]["source"] and md["doc"] == r["metadata"]["doc"], r["id"]
+        # declared properties (terms, integer) and an undeclared key (allow_extra_metadata) alike
+        assert {k: md[k] for k in ("source", "doc", "note")} == r["metadata"], r["id"]
 
 
 def test_05_repeated_round_without_new_responses_gives_the_same_priorities(project):

@@ -119,12 +119,17 @@ class ArgillaStack:
         import argilla as rg
 
         client = self.client()
+        records = list(records)
+        declared = {p.name for p in metadata_properties} if metadata_properties else set()
+        metadata_properties = list(metadata_properties)
+        extra = {k for row in records for k in (row.get("metadata") or {})} - declared
         settings = rg.Settings(
             fields=[rg.TextField(name=text_field), *(rg.TextField(name=f) for f in extra_fields)],
             questions=[rg.LabelQuestion(name=question, labels=list(labels)), *extra_questions],
-            metadata=list(metadata_properties) or None,
+            metadata=metadata_properties or None,
             vectors=list(vectors) or None,
             distribution=rg.TaskDistribution(min_submitted=1),
+            allow_extra_metadata=bool(extra),  # undeclared metadata keys are kept, not filterable
         )
         dataset = rg.Dataset(name=name, workspace=workspace, settings=settings, client=client).create()
         batch = [
