@@ -382,11 +382,20 @@ class ArgillaConnector:
         except Exception as e:
             raise ConnectorError(f"{self.describe()}: reading records failed: {type(e).__name__}: {e}") from None
 
-    def push(self, ranking: Ranking, vectors: np.ndarray | None = None) -> PushReport:
+    def push(
+        self,
+        ranking: Ranking,
+        vectors: np.ndarray | None = None,
+        *,
+        start_chunk: int = 0,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> PushReport:
         """Write al_priority / al_rank / al_round / al_cluster (+ suggestion, + vector) on every ranked record.
 
         `vectors`, aligned with ranking.ids, go to the vector field when one is configured. Records whose
-        metadata and suggestion already hold these values are not rewritten (pushing a ranking again costs nothing).
+        metadata and suggestion already hold these values are not rewritten, so pushing a ranking again only
+        writes what an interrupted push missed: `start_chunk` (the runner's resume point) is accepted but not
+        needed, the bulks are formed from what is still missing. `on_chunk(done, total)` after each bulk.
         """
         ds = self.dataset
         if not self._records:
@@ -426,10 +435,9 @@ class ArgillaConnector:
             items.append(item)
             written.append((rid, item))
         if missing:
-            raise ConnectorError(
-                f"{self.describe()}: {len(missing)} ranked records are not in the dataset (first: {missing[0]!r}); "
-                "were they deleted since the pull? Run the round again"
-            )
+            # deleted since the round ranked them (or a resumed push of an older round): nothing to prioritise
+            log.warning("%s: %d ranked records are no longer in the dataset (first: %r); skipped",
+                        self.describe(), len(missing), missing[0])
         chunks = [items[s : s + BULK_MAX] for s in range(0, len(items), BULK_MAX)]
         from .http import HttpError
 
@@ -446,6 +454,10 @@ class ArgillaConnector:
                         f"run the round again ({n - 1} of {len(chunks)} bulks were written)"
                     ) from None
                 raise
+            if on_chunk is not None:
+                on_chunk(n, len(chunks))
+        if on_chunk is not None and not chunks:
+            on_chunk(1, 1)
         # what we wrote is now the records' state: a second push of the same ranking writes nothing
         for rid, item in written:
             sid, _, current = self._records[rid]
@@ -456,7 +468,7 @@ class ArgillaConnector:
         log.info("%s: %d records updated, %d already up to date", self.describe(), len(items), unchanged)
         return PushReport(
             pushed=len(items), target=self.describe(),
-            details={"unchanged": unchanged, "chunks": len(chunks), "round": int(ranking.round_id),
+            details={"unchanged": unchanged, "chunks": len(chunks), "round": int(ranking.round_id), "missing": len(missing),
                      "suggestions": sum(1 for it in items if "suggestions" in it),
                      "vectors": bool(vec is not None)},
         )

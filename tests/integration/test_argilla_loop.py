@@ -180,6 +180,36 @@ def test_05_repeated_round_without_new_responses_gives_the_same_priorities(proje
         assert second[rid]["suggestion"][0] == first[rid]["suggestion"][0]
 
 
+def test_05b_an_interrupted_push_is_completed_by_the_next_run(project):
+    """A run killed mid-push leaves records without priorities; the next run completes that push first."""
+    stack, cfg = project["stack"], project["cfg"]
+    connector = ArgillaConnector.from_config(cfg)
+    held = server_records(stack, project["name"], project["ws"])
+    pending = sorted(rid for rid, r in held.items() if r["status"] == "pending")
+    lost = pending[::2]  # as if the bulks holding these never reached the server
+    ds = stack.client().datasets(name=project["name"], workspace=project["ws"])
+    ids = stack.record_ids(ds)
+    own = {r["id"]: r["metadata"] for r in project["records"]}
+    with stack.http() as http:
+        http.put(f"/api/v1/datasets/{ds.id}/records/bulk",
+                 json={"items": [{"id": ids[rid], "metadata": own[rid]} for rid in lost]}).raise_for_status()
+    with Store.open(project["state"], create=False) as store:
+        last = store.last_round().round_id
+        store.set_push_progress(last, connector.describe(), 1, 3)
+    result, _ = run_round(project)
+    assert result["resumed_round"] == last
+    held = server_records(stack, project["name"], project["ws"])
+    ranking = result["ranking"]
+    assert sorted(ranking.ids) == pending
+    for i, rid in enumerate(ranking.ids):
+        md = held[rid]["metadata"]
+        assert md["al_priority"] == pytest.approx(float(ranking.priority[i])) and md["al_rank"] == i + 1, rid
+        # written by the resumed push (the runner skips pushing an identical ranking twice) or by this round
+        assert md["al_round"] in (last, result["round"]), rid
+    with Store.open(project["state"], create=False) as store:
+        assert store.unfinished_push(connector.describe()) is None
+
+
 def test_06_majority_label_and_disagreement_recorded(project):
     stack, seed = project["stack"], project["seed"]
     ids = list(seed)
