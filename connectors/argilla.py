@@ -95,6 +95,7 @@ class ArgillaConnector:
         self._api_key = api_key
         self.dataset_name = dataset
         self.workspace_name = workspace or None
+        self.resolved_workspace = self.workspace_name
         self.text_field_name = text_field or None
         self.question_name = question or None
         self.vector_field_name = vector_field or None
@@ -256,7 +257,7 @@ class ArgillaConnector:
                 f"({', '.join(ws.name for ws, _ in found)}): pass --workspace"
             )
         ws, _ = found[0]
-        self.workspace_name = ws.name
+        self.resolved_workspace = ws.name  # describe() keeps the configured name: the runner keys progress by it
         # datasets listed from a workspace come without settings: load the dataset itself
         self._dataset = self._sdk_call(
             f"load dataset {self.dataset_name!r}", lambda: client.datasets(name=self.dataset_name, workspace=ws.name)

@@ -124,3 +124,16 @@ def test_url_that_is_not_the_api_root(argilla_server, ws, dataset):
     with pytest.raises(ConnectorError) as e:
         connector(argilla_server, dataset, ws, url=url).pull()
     assert "does not look like an Argilla 2.x server" in str(e.value) and "text/html" in str(e.value)
+
+
+def test_without_workspace_the_dataset_is_found_when_unique_and_ambiguity_is_an_error(argilla_server, ws, dataset):
+    pool = connector(argilla_server, dataset, None).pull()
+    assert len(pool) == len(TEXTS)
+    twin = f"twin-{uuid.uuid4().hex[:6]}"
+    other_ws = argilla_server.create_workspace()
+    argilla_server.create_dataset(twin, ws, TEXTS, ["business", "sport"])
+    argilla_server.create_dataset(twin, other_ws, TEXTS, ["business", "sport"])
+    with pytest.raises(ConnectorError) as e:
+        connector(argilla_server, twin, None).pull()
+    assert "exists in several workspaces" in str(e.value) and "--workspace" in str(e.value)
+    assert ws in str(e.value) and other_ws in str(e.value)
