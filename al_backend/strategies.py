@@ -29,6 +29,9 @@ __all__ = [
     "full_order",
     "get_strategy",
     "list_strategies",
+    "resolve_name",
+    "needs_density",
+    "primary_score",
 ]
 
 # The alias "default" resolves to this name; one line to change once strategies are measured on real data.
@@ -46,13 +49,8 @@ _COMMITTEE_SCORERS = ("vote_entropy", "kl_consensus", "bald")
 _SCORERS = ("random", "none") + _PROB_SCORERS + _COMMITTEE_SCORERS
 _SELECTORS = ("top_k", "kcenter", "hybrid", "diverse")
 # parameters each selector accepts (plus "density_beta"/"density_k" for every strategy)
-_SELECTOR_PARAMS = {
-    "top_k": (),
-    "kcenter": (),
-    "hybrid": ("alpha", "form"),
-    "diverse": ("m_factor", "method", "seed"),
-}
-_COMMON_PARAMS = ("density_beta", "density_k")
+# parameters select_batch accepts for any strategy; each strategy uses those that apply to it
+_ALL_PARAMS = ("alpha", "form", "m_factor", "method", "seed", "beta", "density_beta", "density_k")
 
 
 @dataclass(frozen=True)
@@ -152,6 +150,27 @@ def get_strategy(name: str) -> Strategy:
         raise ValueError(f"unknown strategy {name!r}; valid strategies: {valid}") from None
 
 
+def resolve_name(name: str) -> str:
+    """The registered name behind name ("default" -> DEFAULT_STRATEGY); ValueError listing valid names."""
+    return get_strategy(name).name
+
+
+def needs_density(name: str) -> bool:
+    """Whether the strategy weights by kNN density (the engine then provides ctx.density, cached)."""
+    return get_strategy(name).density_beta is not None
+
+
+def primary_score(
+    name: str, components: Mapping[str, np.ndarray], n: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """(n,) score that orders the pool after the batch: the strategy's primary component, or a random
+    order (from rng) when the components lack it."""
+    key = get_strategy(name).primary
+    if key in components:
+        return np.asarray(components[key], dtype=np.float64)
+    return (rng or np.random.default_rng(0)).random(n)
+
+
 def list_strategies() -> dict[str, str]:
     """name -> one-line description, "default" first (for --help and docs)."""
     out = {"default": f"alias of {DEFAULT_STRATEGY!r}"}
@@ -245,15 +264,17 @@ def select_batch(
     """
     strategy = get_strategy(name)
     ctx.validate()
-    allowed = _SELECTOR_PARAMS[strategy.selector] + _COMMON_PARAMS
-    unknown = sorted(set(params) - set(allowed))
+    unknown = sorted(set(params) - set(_ALL_PARAMS))
     if unknown:
-        raise ValueError(
-            f"strategy {strategy.name!r} does not take {', '.join(unknown)}; it takes: {', '.join(allowed)}"
-        )
-    opts = {**strategy.params, **params}
-    density_beta = opts.pop("density_beta", strategy.density_beta)
-    density_k = int(opts.pop("density_k", 10))
+        raise ValueError(f"unknown strategy parameter(s) {', '.join(unknown)}; valid: {', '.join(_ALL_PARAMS)}")
+    # every parameter is accepted for every strategy (one config serves all); those a strategy does not
+    # use are ignored. "beta" is the density exponent of density-weighted strategies only.
+    given = {key: v for key, v in params.items() if v is not None}
+    opts = {**strategy.params, **given}
+    density_beta = strategy.density_beta
+    if density_beta is not None:
+        density_beta = float(opts.get("density_beta", opts.get("beta", density_beta)))
+    density_k = int(opts.get("density_k", 10))
     X = np.asarray(ctx.X)
     n = len(X)
     if n == 0 and k > 0:
@@ -317,5 +338,5 @@ def rank_pool(
     """select_batch, then the whole pool ordered: the batch in pick order, then the other rows by the
     strategy's primary score, descending. Returns (order (n,) int64, batch size, components)."""
     indices, components = select_batch(name, ctx, k, rng=rng, **options)
-    primary = next(iter(components.values())) if components else np.zeros(len(ctx.X))
+    primary = primary_score(name, components, len(ctx.X), rng)
     return full_order(indices, primary), len(indices), components
