@@ -280,7 +280,7 @@ class LabelStudioConnector:
         text_key: str | None = None,
         from_name: str | None = None,
         page_size: int = 5000,
-        push_chunk: int = 5000,
+        push_chunk: int = 25000,
         timeout: float = 120.0,
         retries: int = 3,
         prune_old_versions: bool = True,

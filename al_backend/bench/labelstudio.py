@@ -71,9 +71,11 @@ def bench_labelstudio(url: str, token: str, n: int = 10000, *, repeats: int = 2,
             return got
 
         pulls: dict[str, list[float]] = {"raw_5000": [], "raw_10000": [], "connector": []}
+        sides = [("raw_5000", lambda: raw_pull(5000)), ("raw_10000", lambda: raw_pull(10000)),
+                 ("connector", lambda: len(conn.pull())), ("connector", lambda: len(conn.pull()))]
         for rep in range(repeats + 1):  # the first round warms caches on both sides and is not counted
-            for name, fn in (("raw_5000", lambda: raw_pull(5000)), ("raw_10000", lambda: raw_pull(10000)),
-                             ("connector", lambda: len(conn.pull()))):
+            # the connector gets as many samples as the raw variants together, and the order alternates
+            for name, fn in (sides if rep % 2 else sides[::-1]):
                 t = time.perf_counter()
                 count = fn()
                 dt = time.perf_counter() - t
@@ -97,20 +99,33 @@ def bench_labelstudio(url: str, token: str, n: int = 10000, *, repeats: int = 2,
             v_raw, v_conn = f"bench-raw-{rep}", f"al-bench-{rep}"
             payload = [{"task": int(t), "result": cfg.result(p), "score": k / n, "model_version": v_raw}
                        for k, (t, p) in enumerate(zip(order, predicted))]
-            t = time.perf_counter()
-            r = raw.post(f"/api/projects/{pid}/import/predictions", headers=raw_headers(), json=payload)
-            r.raise_for_status()
-            assert r.json()["created"] == n, r.text
-            raw.patch(f"/api/projects/{pid}/", headers=raw_headers(),
-                      json={"sampling": "Uncertainty sampling", "model_version": v_raw}).raise_for_status()
-            pushes["raw"].append(time.perf_counter() - t)
+
+            def push_raw() -> float:
+                t = time.perf_counter()
+                r = raw.post(f"/api/projects/{pid}/import/predictions", headers=raw_headers(), json=payload)
+                r.raise_for_status()
+                assert r.json()["created"] == n, r.text
+                raw.patch(f"/api/projects/{pid}/", headers=raw_headers(),
+                          json={"sampling": "Uncertainty sampling", "model_version": v_raw}).raise_for_status()
+                return time.perf_counter() - t
+
             ranking = Ranking(ids=order, priority=Ranking.priorities(n), batch_size=20, components={},
                               predicted=predicted, confidence=np.full(n, 0.5), cluster=np.full(n, -1),
                               round_id=rep + 1, model_version=v_conn, strategy="bench")
-            t = time.perf_counter()
-            report = conn.push(ranking)
-            pushes["connector"].append(time.perf_counter() - t)
-            assert report.pushed == n, report
+
+            def push_connector() -> float:
+                t = time.perf_counter()
+                report = conn.push(ranking)
+                assert report.pushed == n, report
+                return time.perf_counter() - t
+
+            # alternate who goes first: each push makes the predictions table (and the next push) bigger
+            if rep % 2 == 0:
+                pushes["raw"].append(push_raw())
+                pushes["connector"].append(push_connector())
+            else:
+                pushes["connector"].append(push_connector())
+                pushes["raw"].append(push_raw())
         out["push"] = {"raw_s": min(pushes["raw"]), "connector_s": min(pushes["connector"]),
                        "ratio": min(pushes["connector"]) / min(pushes["raw"]), "samples": pushes}
         log(f"push {n}: raw {out['push']['raw_s']:.2f} s, connector {out['push']['connector_s']:.2f} s "

@@ -60,3 +60,41 @@ def selection_cmd(
     table.add_row("end to end (scores + density + hybrid)", f"{result['end_to_end_s']:.2f}", "")
     table.add_row("peak memory", f"{result['peak_memory_mb']:,.0f} MB", "")
     Console().print(table)
+
+
+@bench_app.command("labelstudio")
+def labelstudio_cmd(
+    url: str = typer.Option(None, "--url", envvar="LABEL_STUDIO_URL", help="Label Studio URL (LABEL_STUDIO_URL)."),
+    token: str = typer.Option(None, "--token", envvar="LABEL_STUDIO_API_KEY", show_default=False,
+                              help="API key, personal access token or legacy (LABEL_STUDIO_API_KEY)."),
+    n: int = typer.Option(10000, "--n", min=1, help="Tasks in the scratch project."),
+    repeats: int = typer.Option(2, "--repeats", min=1, help="Timed repetitions per side (best counts)."),
+    keep_project: bool = typer.Option(False, "--keep-project", help="Leave the scratch project in Label Studio."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Pull and push N tasks through the connector, next to the fastest raw HTTP calls (same server, same run)."""
+    from ..bench.labelstudio import bench_labelstudio
+    from ..errors import ALBackendError
+
+    if not url or not token:
+        raise typer.BadParameter("set --url and --token (or LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+    err = Console(stderr=True)
+    log = (lambda _: None) if as_json else (lambda msg: err.print(f"[dim]{msg}[/dim]"))
+    try:
+        result = bench_labelstudio(url, token, n, repeats=repeats, keep_project=keep_project, log=log)
+    except ALBackendError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(e.exit_code)
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    table = Table(title=f"Label Studio connector vs raw HTTP: {n:,} tasks ({url})")
+    for col in ("operation", "raw HTTP (s)", "connector (s)", "connector / raw"):
+        table.add_column(col, justify="right" if col != "operation" else "left")
+    for op in ("pull", "push"):
+        r = result[op]
+        table.add_row(op, f"{r['raw_s']:.2f}", f"{r['connector_s']:.2f}", f"{r['ratio']:.2f}x")
+    Console().print(table)
+    verdict = "within" if result["ok"] else "OVER"
+    Console().print(f"target: connector <= {result['target_ratio']:.2f}x raw: {verdict}; deleting one old version "
+                    f"took {result['prune_one_version_s']:.1f} s (housekeeping after the push)")
