@@ -12,6 +12,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..config import Config, load_config
 from ..errors import ALBackendError
@@ -74,7 +75,7 @@ def fail(err: ALBackendError, as_json: bool = False) -> None:
     """Print a clean message (never a traceback) and exit with the error's code."""
     if as_json:
         out.print_json(json.dumps({"error": type(err).__name__, "message": str(err), "exit_code": err.exit_code}))
-    console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+    console.print(Text("error: ", style="bold red") + Text(str(err)), highlight=False, soft_wrap=True)
     raise typer.Exit(err.exit_code)
 
 
@@ -179,7 +180,7 @@ def prioritize(
         table.add_column(col, overflow="fold")
     for row, text in zip(ranking.rows()[:show], result["texts"][:show]):
         conf = "" if row["confidence"] is None else f"{row['confidence']:.2f}"
-        table.add_row(str(row["rank"]), row["id"], f"{row['priority']:.4f}", row["predicted"] or "", conf, text[:70])
+        table.add_row(str(row["rank"]), Text(row["id"]), f"{row['priority']:.4f}", Text(row["predicted"] or ""), conf, Text(text[:70]))
     out.print(table)
     pushed = "dry run: nothing pushed or recorded" if dry_run else f"pushed {result['pushed']} to {result['target']}"
     console.print(
@@ -227,7 +228,7 @@ def seed(
     for col in ("#", "id", "cluster", "text"):
         table.add_column(col, overflow="fold")
     for i, s in enumerate(seeds, 1):
-        table.add_row(str(i), s["id"], str(s["cluster"]), s["text"][:80])
+        table.add_row(str(i), Text(s["id"]), str(s["cluster"]), Text(s["text"][:80]))
     out.print(table)
 
 
@@ -249,7 +250,7 @@ def status(
         out.print_json(json.dumps(summary, default=str))
         return
     last = summary["last_round"]
-    out.print(f"[bold]{summary['state']}[/]")
+    out.print(Text(summary["state"], style="bold"))
     out.print(
         f"pool {summary['pool_size']} · labeled {summary['labeled']} · rounds {summary['rounds']} · "
         f"embeddings cached {summary['embeddings_cached']} · annotator disagreements {summary['disagreements']}"
@@ -261,7 +262,7 @@ def status(
         t.add_column("class")
         t.add_column("labels", justify="right")
         for c, n in sorted(summary["classes"].items()):
-            t.add_row(c, str(n))
+            t.add_row(Text(c), str(n))
         out.print(t)
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["finished_at"]))

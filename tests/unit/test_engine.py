@@ -80,8 +80,7 @@ def test_seeding_moves_to_model_once_classes_and_clusters_are_covered(tmp_path):
     r = eng.run_round(make_pool(X, y, [0, 40, 80]))  # one label a class: not enough
     assert r.strategy == "seed"
     assert r.predicted[0] is not None  # a model exists for predictions while still seeding
-    labeled = [0, 1, 40, 41, 80, 81] + list(r.ids[:6])
-    idx = [int(t[1:]) for t in labeled]
+    idx = [0, 1, 40, 41, 80, 81] + [int(t[1:]) for t in r.ids[:6]]
     r2 = eng.run_round(make_pool(X, y, idx))
     assert r2.strategy != "seed"
 
