@@ -128,6 +128,8 @@ class _LazyGreedy:
         self.pool_ub = ub[self.pool]
 
     def _refresh(self, slots: np.ndarray) -> None:
+        # picked (and ineligible) rows hold -inf: refreshing them would bring a picked row back
+        slots = slots[self.pool_ub[slots] > -np.inf]
         rows = self.pool[slots]
         hi = self.n_centres
         lag = hi - self.checked[rows]
