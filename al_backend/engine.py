@@ -41,6 +41,20 @@ class Prediction:
     model_version: str
 
 
+MAX_CLUSTERS_UNKNOWN_CLASSES = 50
+
+
+def default_cluster_count(n_pool: int, label_set: Sequence[str] | None, labels: Sequence[str | None]) -> int:
+    """2 x classes when the label set is known (from the tool, or the labels seen so far); otherwise the
+    pool-size rule capped at 50, so cold start does not wait for hundreds of clusters to be covered."""
+    if label_set:
+        return seeding.default_n_clusters(n_pool, len(label_set))
+    seen = {lab for lab in labels if lab is not None}
+    if len(seen) >= 2:
+        return seeding.default_n_clusters(n_pool, len(seen))
+    return min(seeding.default_n_clusters(n_pool, None), MAX_CLUSTERS_UNKNOWN_CLASSES)
+
+
 def _fingerprint(*parts: Any) -> str:
     h = hashlib.sha1()
     for p in parts:
@@ -127,11 +141,11 @@ class Engine:
             )
         new_clusters = centroids is None
         if new_clusters:
-            n_clusters = cfg.seeding.n_clusters or seeding.default_n_clusters(
-                len(pool), len(label_set) if label_set else None
-            )
+            n_clusters = cfg.seeding.n_clusters or default_cluster_count(len(pool), label_set, pool.labels)
             n_clusters = max(1, min(n_clusters, len(pool)))
-            centroids = seeding.fit_clusters(X, n_clusters, seed=cfg.strategy.seed)
+            # k-means trains on a sample (256 a centroid), so its cost grows with clusters, not the pool;
+            # one restart instead of three keeps a 1M pool's first round in seconds
+            centroids = seeding.fit_clusters(X, n_clusters, seed=cfg.strategy.seed, n_redo=3 if len(pool) <= 50_000 else 1)
             cluster = seeding.assign_clusters(X, centroids)
         else:
             need = fresh | (cluster < 0)
