@@ -114,7 +114,8 @@ class HttpClient:
         refreshed = False
         while True:
             attempt += 1
-            headers = dict(self.auth.headers(self)) if (self.auth and authenticated) else {}
+            sent_auth = dict(self.auth.headers(self)) if (self.auth and authenticated) else {}
+            headers = dict(sent_auth)
             kwargs: dict[str, Any] = {"params": params, "headers": headers}
             if json_body is not None:
                 # serialise once by hand: httpx's default adds indentation-free but slower encoding paths
@@ -133,7 +134,7 @@ class HttpClient:
                     self._sleep(wait)
                     continue
                 tries = f" after {attempt} attempts" if attempt > 1 else ""
-                raise HttpError(f"{label} failed{tries}: {why}") from None
+                raise HttpError(_redact(f"{label} failed{tries}: {why}", sent_auth, self.auth)) from None
             if resp.status_code in ok:
                 return resp
             if resp.status_code == 401 and self.auth and authenticated and not refreshed:
@@ -148,13 +149,25 @@ class HttpClient:
                 continue
             tries = f" after {attempt} attempts" if attempt > 1 else ""
             raise HttpError(
-                f"{label} failed{tries}: HTTP {resp.status_code} {_detail(resp)}",
+                _redact(f"{label} failed{tries}: HTTP {resp.status_code} {_detail(resp)}", sent_auth, self.auth),
                 status=resp.status_code,
                 body=_body(resp),
             )
 
     def get_json(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw).json()
+
+
+def _redact(message: str, headers: dict[str, str], auth: Any) -> str:
+    """Blank out credentials a server may echo back in its error body (the header values we sent, and
+    whatever the auth object lists in an optional `secrets()`)."""
+    secrets = {part for value in headers.values() for part in [value, *value.split()] if len(part) >= 8}
+    extra = getattr(auth, "secrets", None)
+    if callable(extra):
+        secrets.update(s for s in extra() if s and len(s) >= 8)
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return message
 
 
 def _transport_reason(e: httpx.TransportError, base_url: str) -> str:
