@@ -65,6 +65,11 @@ class _ApiKeyAuth:
         return "_ApiKeyAuth(***)"
 
 
+class _DropSdkLogin(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Logged in as" not in str(record.msg)
+
+
 class ArgillaConnector:
     """One Argilla dataset. `text_field` / `question` are inferred when the dataset has exactly one
     text field / one single-label question; `vector_field` (optional) receives the embeddings."""
@@ -201,10 +206,16 @@ class ArgillaConnector:
                 "owner or admin key to search and update records"
             )
         rg = _sdk()
+        # the SDK logs "Logged in as ..." on the root logger at INFO; we said who we are above already
+        quiet = _DropSdkLogin()
+        logging.getLogger().addFilter(quiet)
         try:
             self._client = rg.Argilla(api_url=self.api_url, api_key=self._api_key, timeout=int(self.timeout))
         except Exception as e:  # the SDK raises its own errors and httpx's
             raise ConnectorError(f"Argilla SDK could not connect to {self.api_url}: {type(e).__name__}: {e}") from None
+        finally:
+            logging.getLogger().removeFilter(quiet)
+        log.debug("%s: connected as %s (%s)", self.describe(), me.get("username"), me.get("role"))
         return self._client
 
     def _sdk_call(self, what: str, fn: Callable[[], Any]) -> Any:
