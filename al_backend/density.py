@@ -154,7 +154,8 @@ def _blocked_ivf_density(faiss, X, Q, self_excluded, k_eff, n_search, nprobe, nl
         if len(q_rows) == 0:
             return
         parts = [x_order[x_starts[lst] : x_starts[lst + 1]]]
-        room = cap
+        # a small own list still gets enough neighbours from the next lists
+        room = max(cap, n_search + 1 - len(parts[0]))
         for j in probe[lst]:
             if room <= 0:
                 break

@@ -55,6 +55,19 @@ def reference_k_center(X: np.ndarray, k: int, labeled: np.ndarray) -> np.ndarray
     return picks
 
 
+def first_difference(X: np.ndarray, labeled: np.ndarray, ours: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """Where two pick orders first differ, and both candidates' exact (float64) distance to the centres
+    chosen so far: equal to ~1e-7 means a float32 rounding tie, not a wrong pick."""
+    j = int(np.flatnonzero(ours != ref)[0])
+    centres = np.vstack([labeled, X[ours[:j]]]).astype(np.float64)
+
+    def distance(row: int) -> float:
+        return float(np.sqrt(((X[row].astype(np.float64) - centres) ** 2).sum(axis=1)).min())
+
+    return {"position": j, "ours": int(ours[j]), "reference": int(ref[j]),
+            "ours_distance": distance(int(ours[j])), "reference_distance": distance(int(ref[j]))}
+
+
 def peak_memory_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
@@ -98,6 +111,8 @@ def bench_selection(
         result["speedup"] = result["reference_s"] / max(result["kcenter_s"], 1e-12)
         result["same_picks"] = bool(np.array_equal(picks, ref_picks))
         result["same_set"] = int(len(np.intersect1d(picks, ref_picks)))
+        if not result["same_picks"]:
+            result["first_difference"] = first_difference(X, X_labeled, picks, ref_picks)
 
     log("scores (margin of random probabilities)")
     probs = rng.dirichlet(np.full(n_classes, 0.3), size=pool_size)

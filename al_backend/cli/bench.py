@@ -51,7 +51,12 @@ def selection_cmd(
     table.add_column("note")
     table.add_row("k-center (lazy exact greedy)", f"{result['kcenter_s']:.2f}", "")
     if "reference_s" in result:
-        same = "same picks, same order" if result["same_picks"] else f"{result['same_set']}/{batch_size} picks shared"
+        if result["same_picks"]:
+            same = "same picks, same order"
+        else:
+            diff = result["first_difference"]
+            same = (f"{result['same_set']}/{batch_size} picks shared; order first differs at pick {diff['position']} "
+                    f"(exact distances {diff['ours_distance']:.7f} vs {diff['reference_distance']:.7f})")
         table.add_row("k-center reference (numpy loop)", f"{result['reference_s']:.2f}", f"{result['speedup']:.1f}x slower; {same}")
     table.add_row("scores (margin)", f"{result['scores_s']:.2f}", "")
     if "density_s" in result:
