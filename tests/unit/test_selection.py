@@ -216,3 +216,45 @@ def test_full_order_by_hand():
     assert order.tolist() == [3, 1, 2, 4, 0]
     with pytest.raises(ValueError, match="distinct"):
         full_order(np.array([1, 1]), np.zeros(3))
+
+
+def textbook_hybrid(scores, X, k, labeled, alpha, form):
+    """Brute force: recompute every row's distance to labeled + picked at each pick; scales fixed at start."""
+    s = (scores - scores.min()) / (scores.max() - scores.min()) if scores.max() > scores.min() else 0 * scores
+    if labeled is None:
+        picks = [int(np.argmax(scores))]
+        centres = X[picks]
+    else:
+        picks, centres = [], labeled
+    scale = None
+    while len(picks) < k:
+        dist = np.linalg.norm(X[:, None, :] - centres[None, :, :], axis=2).min(axis=1)
+        if scale is None:
+            scale = dist.max() if dist.max() > 0 else 1.0
+        value = alpha * s + (1 - alpha) * dist / scale if form == "additive" else s * dist / scale
+        value[picks] = -np.inf
+        i = int(np.argmax(value))
+        picks.append(i)
+        centres = np.vstack([centres, X[i]])
+    return picks
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 100_000), n=st.integers(2, 80), k_fraction=st.floats(0.0, 1.0),
+       labeled=st.booleans(), alpha=st.floats(0.05, 0.95), form=st.sampled_from(["additive", "multiplicative"]),
+       small_pool=st.booleans())
+def test_hybrid_equals_textbook_greedy(seed, n, k_fraction, labeled, alpha, form, small_pool):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    scores = rng.random(n)
+    L = rng.normal(size=(3, 3)) if labeled else None
+    k = max(1, int(round(k_fraction * n)))
+    if form == "multiplicative":
+        k = min(k, n - 1)  # once every product is 0 the order among zeros is a tie
+    saved = selection._MIN_POOL
+    selection._MIN_POOL = 2 if small_pool else saved
+    try:
+        got = hybrid(scores, X, k, L, alpha=alpha, form=form)
+    finally:
+        selection._MIN_POOL = saved
+    assert got.tolist() == textbook_hybrid(scores, X, k, L, alpha, form)
