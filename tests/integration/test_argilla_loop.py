@@ -304,12 +304,22 @@ def test_09_cli_prioritize_and_watch(project, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGILLA_", "AL_"))}
     env.update(ARGILLA_API_URL=stack.url, ARGILLA_API_KEY=stack.api_key, HF_HUB_OFFLINE="1")
     state = tmp_path / "cli.sqlite"
+    # start from the module's state (its embedding cache spares the subprocess embedding 200 texts again),
+    # minus the watcher's counters, so the watch below begins with its initial round
+    import sqlite3
+
+    with Store.open(project["state"], create=False) as src, sqlite3.connect(state) as dst:
+        src.conn.backup(dst)
+        dst.execute("DELETE FROM meta WHERE key LIKE 'watch.%'")
+    with Store.open(state, create=False) as store:
+        last = store.last_round().round_id
     base = [sys.executable, "-c", "from al_backend.cli.main import app; app()"]
     cmd = [*base, "prioritize", "--source", "argilla", "--dataset", project["name"], "--workspace", project["ws"],
            "--state", str(state), "--json"]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
+    assert summary["round"] == last + 1 and summary["embedded"] == 0
     assert summary["pushed"] == summary["ranked"] > 0
     assert stack.api_key not in done.stdout + done.stderr
 
@@ -317,5 +327,5 @@ def test_09_cli_prioritize_and_watch(project, tmp_path):
              "--every", "1", "--min-new", "3", "--max-rounds", "1"]
     done = subprocess.run(watch, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "round 2 (initial" in done.stderr and "stopped after 1 rounds" in done.stderr, done.stderr[-2000:]
+    assert f"round {last + 2} (initial" in done.stderr and "stopped after 1 rounds" in done.stderr, done.stderr[-2000:]
     assert stack.api_key not in done.stdout + done.stderr
