@@ -128,15 +128,11 @@ class _LazyGreedy:
         self.pool_ub = ub[self.pool]
 
     def _refresh(self, slots: np.ndarray) -> None:
-        # picked (and ineligible) rows hold -inf: refreshing them would bring a picked row back
-        slots = slots[self.pool_ub[slots] > -np.inf]
+        # slots: stale rows only. Picked (and ineligible) rows hold -inf and are never passed here:
+        # refreshing them would bring a picked row back.
         rows = self.pool[slots]
         hi = self.n_centres
         lag = hi - self.checked[rows]
-        stale = lag > 0
-        if not stale.any():
-            return
-        slots, rows, lag = slots[stale], rows[stale], lag[stale]
         # rows that missed few centres should not pay for rows that missed many: bucket by log2(lag),
         # so no row is compared with more than twice the centres it needs
         bucket = np.frexp(lag.astype(np.float64))[1]
@@ -168,13 +164,14 @@ class _LazyGreedy:
             row = int(self.pool[slot])
             if self.checked[row] == self.n_centres:
                 break
-            # re-check the block of best candidates against the centres they have not yet seen
-            m = len(self.pool_ub)
-            if m > _REFRESH_BLOCK:
-                slots = np.argpartition(-self.pool_ub, _REFRESH_BLOCK)[:_REFRESH_BLOCK]
+            # re-check the best stale candidates against the centres they have not yet seen; choosing
+            # among stale ones only guarantees progress even when thousands of bounds tie
+            stale_ub = np.where(self.checked[self.pool] < self.n_centres, self.pool_ub, -np.inf)
+            if len(stale_ub) > _REFRESH_BLOCK:
+                slots = np.argpartition(-stale_ub, _REFRESH_BLOCK)[:_REFRESH_BLOCK]
             else:
-                slots = np.arange(m)
-            self._refresh(slots)
+                slots = np.arange(len(stale_ub))
+            self._refresh(slots[stale_ub[slots] > -np.inf])
         self.pool_ub[slot] = -np.inf
         self.picked[row] = True
         self.min_sq[row] = 0.0

@@ -258,3 +258,14 @@ def test_hybrid_equals_textbook_greedy(seed, n, k_fraction, labeled, alpha, form
     finally:
         selection._MIN_POOL = saved
     assert got.tolist() == textbook_hybrid(scores, X, k, L, alpha, form)
+
+
+def test_massive_ties_terminate_with_distinct_picks():
+    # 3,000 copies of 3 points: thousands of equal bounds (more than one refresh block)
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 5.0]]), 1000, axis=0)
+    got = k_center_greedy(X, 40, labeled=np.array([[0.0, 0.0]]))
+    assert len(np.unique(got)) == 40
+    # the first two picks cover the two distinct points away from the labeled one, farthest first
+    assert X[got[0]].tolist() == [0.0, 5.0] and X[got[1]].tolist() == [1.0, 0.0]
+    flat = hybrid(np.zeros(len(X)), X, 40, labeled=np.array([[0.0, 0.0]]), alpha=1.0)
+    assert len(np.unique(flat)) == 40
