@@ -198,10 +198,11 @@ class Engine:
             ).fit(X[labeled_idx], labels_l)
             if not head.is_fitted:
                 head = None
+        X_u = X[unlabeled_idx]  # the one copy of the unlabeled rows (1.5 GB at 1M x 384)
         if head is not None:
-            probs_u = head.predict_proba(X[unlabeled_idx])
+            probs_u = head.predict_proba(X_u)
             if phase == "model" and name in COMMITTEE_STRATEGIES and cfg.head.committee_size > 1:
-                committee_u = head.committee_proba(X[unlabeled_idx])
+                committee_u = head.committee_proba(X_u)
         timings["head_s"] = time.perf_counter() - t
 
         # --- selection: the same inputs seed the same generator, so a repeated round gives the same batch
@@ -210,7 +211,6 @@ class Engine:
             cfg.strategy.seed, name, k, [pool.ids[i] for i in labeled_idx], labels_l, len(pool)
         )
         rng = np.random.default_rng(int(labeled_key[:15], 16))
-        X_u = X[unlabeled_idx]
         dens_u = density[unlabeled_idx] if need_density else None
         components: dict[str, np.ndarray]
         if phase == "seed":
@@ -307,13 +307,13 @@ class Engine:
         if dry_run:
             return ranking
         self._record(
-            pool, hashes, fresh, cluster, density if need_density else None, centroids, new_clusters, ranking,
+            items, pool, hashes, fresh, cluster, density if need_density else None, centroids, new_clusters, ranking,
             seeded_before, phase, head, metrics, started, X.shape[1],
         )
         return ranking
 
     def _record(
-        self, pool: Pool, hashes, fresh, cluster, density, centroids, new_clusters, ranking: Ranking,
+        self, items: dict, pool: Pool, hashes, fresh, cluster, density, centroids, new_clusters, ranking: Ranking,
         seeded_before, phase, head, metrics, started, dim,
     ) -> None:
         store = self.store
@@ -324,7 +324,6 @@ class Engine:
             for tid in in_batch:
                 now_seeded[pos[tid]] = 1
         # rows that changed since the stored items: new text, new cluster, new label, new density, new seed flag
-        items = store.load_items()
         rows = []
         for i, tid in enumerate(pool.ids):
             rec = items.get(tid)

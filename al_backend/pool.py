@@ -54,6 +54,10 @@ class Pool:
 
     def validate(self) -> None:
         """Raise InputError naming the first bad task: empty/non-string text, duplicate id, bad vector."""
+        if len(set(self.ids)) == len(self.ids) and all(type(t) is str and t.strip() for t in self.texts):
+            if self.vectors is not None:
+                check_vectors(self.vectors, self.ids, where=self.source)
+            return  # the common case, checked in one pass; the loop below finds the culprit otherwise
         seen: dict[str, int] = {}
         for i, (tid, text) in enumerate(zip(self.ids, self.texts)):
             if tid in seen:
@@ -76,7 +80,8 @@ def check_vectors(vectors: np.ndarray, ids: Sequence[str], where: str, dim: int 
         raise InputError(f"{where}: vectors must be a 2-d array, got shape {vectors.shape}")
     if dim is not None and vectors.shape[1] != dim:
         raise InputError(f"{where}: vectors have {vectors.shape[1]} dimensions, expected {dim}")
-    finite = np.isfinite(vectors).all(axis=1)
+    # a row sum is NaN/inf when any entry is (float64 sums of float32 rows cannot overflow): no (n, d) mask
+    finite = np.isfinite(vectors.sum(axis=1, dtype=np.float64))
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
         raise InputError(f"{where}: vector of task {ids[bad]!r} contains NaN or infinity")

@@ -304,7 +304,7 @@ class Store:
             "cluster": np.asarray(ranking.cluster).astype(int).tolist(),
             "classes": list(ranking.classes),
         }
-        return zlib.compress(json.dumps(data).encode(), 6)
+        return zlib.compress(json.dumps(data).encode(), 1)
 
     # ---------------------------------------------------------------- models
     def put_model(self, version: str, round_id: int, state: dict[str, Any]) -> None:
