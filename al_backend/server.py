@@ -6,7 +6,9 @@ pending per project, so a flood of annotation events costs at most two rounds. E
 round (pull -> fit -> rank -> push through the connector), so Label Studio serves the new order at once.
 
 Auth (optional, both may be set): HTTP basic auth (what Label Studio sends when the backend is connected
-with auth_method BASIC_AUTH) and a bearer token. /health stays open. Secrets are never logged.
+with auth_method BASIC_AUTH) and a bearer token. /health stays open. Label Studio's webhook carries no
+credentials, so /webhook without them is accepted only for projects this backend already serves (it can then
+only cause a retrain, as any annotation does). Secrets are never logged.
 """
 
 from __future__ import annotations
@@ -213,6 +215,12 @@ class Backend:
             self._setup[project] = {k: setup.get(k) for k in ("hostname", "access_token")}
             return first
 
+    def knows(self, project: int) -> bool:
+        """A project this backend serves: set up through /setup, configured, or with a state file already."""
+        if project in self._setup or project == self.config.labelstudio.project:
+            return True
+        return Path(project_config(self.config, project).state.path).exists()
+
     def connector(self, project: int):
         return self.connector_factory(project_config(self.config, project), self._setup.get(project))
 
@@ -362,7 +370,12 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
 
     @app.middleware("http")
     async def _auth(request: Request, call_next):
-        if request.url.path != "/health" and not auth.check(request.headers.get("authorization")):
+        authorized = auth.check(request.headers.get("authorization"))
+        request.state.authorized = authorized
+        # Label Studio sends its webhook without the ML backend's credentials (the subscription it creates
+        # has no headers), so /webhook decides itself: unauthenticated calls may only ask for a retrain of a
+        # project this backend already serves, which is what an annotation does anyway.
+        if request.url.path not in ("/health", "/webhook") and not authorized:
             headers = {"WWW-Authenticate": 'Basic realm="al-backend"'} if auth.basic_user else {}
             return JSONResponse({"detail": "authentication required"}, status_code=401, headers=headers)
         return await call_next(request)
@@ -422,6 +435,10 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
         project = parse_project(body.get("project"))
         if project is None and isinstance(body.get("task"), dict):
             project = parse_project(body["task"].get("project"))
+        if not request.state.authorized and (project is None or not backend.knows(project)):
+            headers = {"WWW-Authenticate": 'Basic realm="al-backend"'} if auth.basic_user else {}
+            return JSONResponse({"detail": "authentication required for a project this backend does not serve"},
+                                status_code=401, headers=headers)
         if action not in TRAIN_ACTIONS or project is None:
             return {"status": "ignored", "action": action}
         new = backend.scheduler.request(project)

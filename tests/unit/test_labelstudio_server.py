@@ -151,6 +151,14 @@ def test_basic_auth_and_bearer_token():
         assert client.post("/webhook", json={}, headers={"Authorization": wrong}).status_code == 401
         assert client.get("/status", headers={"Authorization": "Bearer tok"}).status_code == 200
         assert client.get("/status", headers={"Authorization": "Bearer tok2"}).status_code == 401
+        # Label Studio's own webhook has no credentials: accepted only for a project set up (with auth) before
+        ev = {"action": "ANNOTATION_CREATED", "project": {"id": 11}}
+        assert client.post("/webhook", json=ev).status_code == 401
+        setup = client.post("/setup", json={"project": "11.17", "schema": CONFIG_XML}, headers={"Authorization": good})
+        assert setup.status_code == 200
+        assert client.post("/setup", json={"project": "12.17", "schema": CONFIG_XML}).status_code == 401
+        assert client.post("/webhook", json=ev).json()["status"] in ("scheduled", "coalesced")
+        assert client.post("/webhook", json={**ev, "project": {"id": 12}}).status_code == 401
 
 
 def test_auth_settings_need_both_basic_parts():
