@@ -94,6 +94,8 @@ def _supports_chunks(connector: Any) -> bool:
 def push_with_progress(store: Store, connector: Any, ranking: Any, target: str, start_chunk: int = 0):
     """Push in the connector's chunks, recording progress after each, so a killed push resumes where it stopped."""
     if not _supports_chunks(connector):
+        # "started" first: a push that dies half-way (server lost, process killed) is completed by the next run
+        store.set_push_progress(ranking.round_id, target, 0, 1)
         report = connector.push(ranking)
         store.set_push_progress(ranking.round_id, target, 1, 1)
         return report

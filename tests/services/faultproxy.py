@@ -289,3 +289,50 @@ class _Handler(BaseHTTPRequestHandler):
             conn.close()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+
+# ---------------------------------------------------------------------------------------------- fault-test helpers
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def prefill_embeddings(state_path, texts, classes=None, *, dim: int = 384, model_id: str = DEFAULT_MODEL_ID,
+                       seed: int = 0) -> None:
+    """Put a vector for every text in the state's embedding cache, so a round never loads the model (these
+    tests are about faults, not embeddings). With `classes` (aligned with texts) the vectors cluster by class,
+    so the head learns something real; without, they are random unit vectors."""
+    import numpy as np
+
+    from al_backend.embedding import text_hash
+    from al_backend.store import Store
+
+    texts = list(texts)
+    rng = np.random.default_rng(seed)
+    names = sorted({c for c in classes or [] if c is not None})
+    centres = {c: rng.normal(size=dim) for c in names}
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    for i, t in enumerate(texts):
+        noise = np.random.default_rng(int.from_bytes(text_hash(t)[:8], "little")).normal(size=dim)
+        c = classes[i] if classes else None
+        v = (centres[c] + 0.8 * noise) if c is not None else noise
+        out[i] = v / np.linalg.norm(v)
+    with Store.open(state_path) as store:
+        store.put_embeddings(model_id, [text_hash(t) for t in texts], out)
+
+
+def al_backend_cmd(*args: str) -> list[str]:
+    """The CLI as a subprocess, from this checkout (the same code the tests import)."""
+    import sys
+
+    return [sys.executable, "-c", "from al_backend.cli.main import main; main()", *args]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without tool credentials, plus `extra`; the checkout on PYTHONPATH."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LABEL_STUDIO_", "ARGILLA_", "AL_"))}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(root), **extra)
+    return env
