@@ -54,9 +54,23 @@ def make_watcher(cfg, connector, *, min_new: int, wait: float = 60.0, progress: 
 
     key = baseline_key(cfg)
 
+    from ..errors import ConnectorError
+
+    def fresh_on_error(fn):
+        # after a failure (Argilla restarted, dataset re-created) look the dataset up again at the next poll
+        def call():
+            try:
+                return fn()
+            except ConnectorError:
+                connector.reset()
+                raise
+        return call
+
+    @fresh_on_error
     def poll() -> dict[str, int]:
         return connector.counters()
 
+    @fresh_on_error
     def run_round() -> dict[str, Any]:
         return run_prioritize(cfg, "argilla", connector=connector, wait=wait, progress=progress)
 

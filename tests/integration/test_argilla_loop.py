@@ -329,3 +329,30 @@ def test_09_cli_prioritize_and_watch(project, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"round {last + 2} (initial" in done.stderr and "stopped after 1 rounds" in done.stderr, done.stderr[-2000:]
     assert stack.api_key not in done.stdout + done.stderr
+
+
+def test_10_watch_survives_an_argilla_restart(project):
+    """The server goes away mid-watch: the poll fails, is reported, and the watcher carries on once it is back."""
+    from al_backend.cli.argilla import make_watcher
+
+    stack, cfg = project["stack"], project["cfg"]
+    watcher = make_watcher(cfg, ArgillaConnector.from_config(cfg), min_new=2, wait=30)
+    assert watcher.baseline is not None and not watcher.poll_once().ran  # test_07's counters, nothing new
+    held = server_records(stack, project["name"], project["ws"])
+    todo = [rid for rid, r in held.items() if r["status"] == "pending"][:2]
+    stack.stop_server()
+    events = []
+
+    def on_poll(res):
+        events.append(res.reason)
+        if res.reason == "error":
+            assert "cannot connect" in res.error or "ConnectError" in res.error, res.error
+            stack.start_server()
+            stack.submit(project["annotator"], project["ds"], {rid: project["truth"][rid] for rid in todo})
+
+    watcher.run(0.2, max_rounds=1, max_polls=5, on_poll=on_poll)
+    assert events == ["error", "new responses"]
+    held = server_records(stack, project["name"], project["ws"])
+    assert all(held[rid]["status"] == "completed" for rid in todo)
+    last = watcher.history[-1].result
+    assert {r["metadata"]["al_round"] for r in held.values() if r["status"] == "pending"} == {last["round"]}

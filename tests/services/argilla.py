@@ -75,6 +75,8 @@ class ArgillaStack:
     run_dir: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
     start_seconds: float = 0.0
+    _server_cmd: list[str] = field(default_factory=list, repr=False)
+    _server_env: dict[str, str] = field(default_factory=dict, repr=False)
 
     # -- raw HTTP as any user --------------------------------------------------------------
     def http(self, api_key: str | None = None) -> httpx.Client:
@@ -178,6 +180,21 @@ class ArgillaStack:
         return len(answers)
 
     # -- lifecycle ------------------------------------------------------------------------
+    def start_server(self, timeout: float = 90) -> None:
+        """(Re)start argilla-server on the same port and data; returns once /api/v1/version answers."""
+        log = self.run_dir / "argilla.log"
+        proc = subprocess.Popen(
+            self._server_cmd, env=self._server_env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.processes.append(proc)
+        _wait(f"{self.url}/api/v1/version", "argilla-server", proc, log, timeout)
+
+    def stop_server(self) -> None:
+        """Stop argilla-server only (noida keeps the search index and Redis), as an outage would."""
+        proc = self.processes.pop()
+        _terminate(proc)
+
     def stop(self) -> None:
         for proc in reversed(self.processes):
             if proc.poll() is None:
@@ -196,6 +213,22 @@ class ArgillaStack:
                     pass
                 proc.wait(timeout=5)
         self.processes.clear()
+
+
+def _terminate(proc: subprocess.Popen, grace: float = 15) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=5)
 
 
 def _wait(url: str, what: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -265,15 +298,10 @@ def start_stack(run_dir: Path | None = None, timeout: float = 120) -> ArgillaSta
         if done.returncode != 0:
             raise RuntimeError(f"argilla migrations failed; log {boot_log}:\n{_tail(boot_log)}")
 
-        server_log = run_dir / "argilla.log"
-        stack.processes.append(subprocess.Popen(
-            [str(python), "-m", "argilla_server", "start", "--host", "127.0.0.1",
-             "--port", str(argilla_port), "--no-access-log"],
-            env=env, stdout=server_log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        ))
-        _wait(f"{stack.url}/api/v1/version", "argilla-server", stack.processes[1], server_log,
-              timeout - (time.monotonic() - t0))
+        stack._server_cmd = [str(python), "-m", "argilla_server", "start", "--host", "127.0.0.1",
+                             "--port", str(argilla_port), "--no-access-log"]
+        stack._server_env = env
+        stack.start_server(timeout - (time.monotonic() - t0))
     except BaseException:
         stack.stop()
         raise
