@@ -137,3 +137,16 @@ def test_without_workspace_the_dataset_is_found_when_unique_and_ambiguity_is_an_
         connector(argilla_server, twin, None).pull()
     assert "exists in several workspaces" in str(e.value) and "--workspace" in str(e.value)
     assert ws in str(e.value) and other_ws in str(e.value)
+
+
+def test_cli_check_describes_the_dataset(argilla_server, ws, dataset):
+    from typer.testing import CliRunner
+
+    from al_backend.cli.main import app
+
+    env = {"ARGILLA_API_URL": argilla_server.url, "ARGILLA_API_KEY": argilla_server.api_key, "COLUMNS": "200"}
+    result = CliRunner().invoke(app, ["argilla", "check", "--dataset", dataset, "--workspace", ws], env=env)
+    assert result.exit_code == 0, result.output
+    assert "text field 'text'; label question 'label': business, sport" in result.output
+    assert f"{len(TEXTS)} records in the pool: {len(TEXTS)} pending, 0 labeled" in result.output
+    assert argilla_server.api_key not in result.output
