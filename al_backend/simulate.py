@@ -212,7 +212,10 @@ def simulate(
     if not specs:
         raise InputError("simulate: no strategies given")
     for spec in specs:
-        strategies.resolve_name(spec.name)  # raises on unknown names before any work is done
+        try:
+            strategies.resolve_name(spec.name)  # unknown names fail before any work is done
+        except ValueError as e:
+            raise InputError(f"--strategies: {e}") from None
     needs_density = any(s.outlier_quantile or strategies.needs_density(s.name) for s in specs)
 
     cold_k = 2 * len(classes)
