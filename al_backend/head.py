@@ -318,6 +318,21 @@ class Head:
             raise InputError(f"Head.from_state_dict: coef has {head.coef_.shape[1]} columns for {len(head.classes_)} classes")
         return head
 
+    def summary(self) -> dict[str, Any]:
+        """What was fitted, for logs and round metrics (JSON-safe)."""
+        cv = {float(k): v for k, v in self.cv_scores_.items()}
+        return {
+            "version": self.version,
+            "fitted": self.is_fitted,
+            "labels": self.n_labels_,
+            "classes": len(self.classes_),
+            "C": self.C_,
+            "C_by_cv": bool(cv),
+            "cv_log_loss": cv.get(self.C_),
+            "temperature": self.temperature_,
+            "committee": 0 if self.committee_coef_ is None else int(self.committee_coef_.shape[0]),
+        }
+
     def __repr__(self) -> str:
         return (
             f"Head(classes={len(self.classes_)}, fitted={self.is_fitted}, labels={self.n_labels_}, "

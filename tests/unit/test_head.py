@@ -78,6 +78,9 @@ def test_state_dict_round_trip_is_exact_and_json_safe():
     np.testing.assert_array_equal(restored.committee_proba(X), head.committee_proba(X))
     assert restored.version == head.version
     assert restored.classes_ == head.classes_
+    assert restored.summary() == head.summary()
+    assert head.summary()["committee"] == 3 and head.summary()["labels"] == 200
+    json.dumps(head.summary())
     json.dumps({k: v for k, v in state.items() if not isinstance(v, np.ndarray)})
 
 
