@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 import warnings
 from collections import Counter
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -210,7 +211,9 @@ class ArgillaConnector:
         quiet = _DropSdkLogin()
         logging.getLogger().addFilter(quiet)
         try:
-            self._client = rg.Argilla(api_url=self.api_url, api_key=self._api_key, timeout=int(self.timeout))
+            self._client = rg.Argilla(
+                api_url=self.api_url, api_key=self._api_key, timeout=max(1, int(self.timeout)), retries=self.retries
+            )
         except Exception as e:  # the SDK raises its own errors and httpx's
             raise ConnectorError(f"Argilla SDK could not connect to {self.api_url}: {type(e).__name__}: {e}") from None
         finally:
@@ -218,17 +221,35 @@ class ArgillaConnector:
         log.debug("%s: connected as %s (%s)", self.describe(), me.get("username"), me.get("role"))
         return self._client
 
-    def _sdk_call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run an SDK call, turning its exceptions into a ConnectorError that names the call."""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return fn()
-        except ConnectorError:
-            raise
-        except Exception as e:
-            msg = getattr(e, "message", None) or str(e)
-            raise ConnectorError(f"Argilla at {self.api_url}: {what} failed: {type(e).__name__}: {msg}") from None
+    def _sdk_call(self, what: str, fn: Callable[[], Any], *, idempotent: bool = True) -> Any:
+        """Run an SDK call, turning its exceptions into a ConnectorError that names the call.
+
+        The SDK itself retries nothing but refused connections: connection errors, timeouts, 429 and 5xx are
+        retried here with the HTTP helper's backoff (a call that creates something only when it never
+        reached the server), like every raw call."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return fn()
+            except ConnectorError:
+                raise
+            except Exception as e:
+                transient, never_sent = _transient(e)
+                if transient and (idempotent or never_sent) and attempt <= self.retries:
+                    wait = self.http.delay(attempt)
+                    log.info("Argilla: %s failed (%s); retry %d/%d in %.1f s", what, _reason(e), attempt, self.retries, wait)
+                    time.sleep(wait)
+                    continue
+                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                if never_sent:
+                    raise ConnectorError(
+                        f"Argilla: {what} failed{tries}: cannot connect to {self.api_url} ({_reason(e)}); "
+                        "is the server running and the URL right?"
+                    ) from None
+                raise ConnectorError(f"Argilla at {self.api_url}: {what} failed{tries}: {_reason(e)}") from None
 
     @property
     def dataset(self):
@@ -383,16 +404,13 @@ class ArgillaConnector:
                  counts["pending"], counts["labeled"], counts["disagreements"], len(self.skipped))
         return Pool(ids=ids, texts=texts, labels=labels, meta=meta, source=self.describe())
 
-    def _iter_records(self) -> Iterator[Any]:
+    def _iter_records(self) -> list[Any]:
+        """Every record with its responses and suggestions (read whole, so a retry starts from the first page)."""
         ds = self.dataset
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield from ds.records(batch_size=500, with_responses=True, with_suggestions=True, with_vectors=False)
-        except ConnectorError:
-            raise
-        except Exception as e:
-            raise ConnectorError(f"{self.describe()}: reading records failed: {type(e).__name__}: {e}") from None
+        return self._sdk_call(
+            f"read the records of dataset {self.dataset_name!r}",
+            lambda: list(ds.records(batch_size=500, with_responses=True, with_suggestions=True, with_vectors=False)),
+        )
 
     def push(
         self,
@@ -510,7 +528,7 @@ class ArgillaConnector:
                 new.create()
                 ds.settings.metadata.add(new)
 
-            self._sdk_call(f"add metadata property {name!r}", create)
+            self._sdk_call(f"add metadata property {name!r}", create, idempotent=False)
             added.append(name)
         if added:
             log.info("%s: added metadata properties %s", self.describe(), ", ".join(added))
@@ -537,7 +555,7 @@ class ArgillaConnector:
             new.create()
             ds.settings.vectors.add(new)
 
-        self._sdk_call(f"add vector field {name!r}", create)
+        self._sdk_call(f"add vector field {name!r}", create, idempotent=False)
         return True
 
     def _vectors_for(self, ranking: Ranking, vectors: np.ndarray | None) -> np.ndarray | None:
@@ -655,6 +673,23 @@ def _kind(obj: Any) -> str:
     if typ is None and hasattr(obj, "_model"):
         typ = getattr(getattr(obj._model, "settings", None), "type", None)
     return str(getattr(typ, "value", typ))
+
+
+def _transient(e: BaseException) -> tuple[bool, bool]:
+    """(worth retrying, never reached the server) for an exception out of the SDK."""
+    import httpx
+
+    if isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return True, True
+    if isinstance(e, httpx.TransportError):
+        return True, False
+    status = getattr(e, "status_code", None)
+    return (isinstance(status, int) and (status == 429 or status >= 500)), False
+
+
+def _reason(e: BaseException) -> str:
+    msg = getattr(e, "message", None) or str(e) or "no detail"
+    return f"{type(e).__name__}: {msg}"
 
 
 def _metadata_kind(prop: Any) -> str:
