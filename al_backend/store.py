@@ -382,7 +382,8 @@ class Store:
 def _foreign_message(path: Path, why: str) -> str:
     return (
         f"{path} is not a usable al-backend state file: {why}. Nothing was changed. "
-        f"Move it aside (or restore a backup) and rerun, or pass --state with another path; "
+        f"Move it aside together with its -wal and -shm files, if any (or restore a backup), and rerun, "
+        f"or pass --state with another path; "
         f"al-backend then rebuilds its state from the labeling tool (labels live there, not here)."
     )
 
