@@ -72,3 +72,30 @@ def test_from_config_reads_the_tools_own_environment_names_and_overrides():
     assert c.describe() == "argilla dataset 'news' in workspace 'team' at http://argilla:6900"
     c2 = ArgillaConnector.from_config(cfg, dataset="other", vector_field="emb")
     assert c2.dataset_name == "other" and c2.vector_field_name == "emb"
+
+
+def test_which_sdk_failures_are_retried():
+    import httpx
+    from argilla._exceptions import ArgillaAPIError, UnauthorizedError, UnprocessableEntityError
+
+    from connectors.argilla import _transient
+
+    request = httpx.Request("GET", "http://argilla:6900/api/v1/me")
+    assert _transient(httpx.ConnectError("refused", request=request)) == (True, True)  # never reached the server
+    assert _transient(httpx.ReadTimeout("slow", request=request)) == (True, False)  # may have been applied
+    assert _transient(ArgillaAPIError("Server error", status_code=503)) == (True, False)
+    assert _transient(ArgillaAPIError("Too many", status_code=429)) == (True, False)
+    assert _transient(UnauthorizedError("no", status_code=401)) == (False, False)
+    assert _transient(UnprocessableEntityError("bad", status_code=422)) == (False, False)
+    assert _transient(ValueError("a bug")) == (False, False)
+
+
+def test_a_suggestion_is_rewritten_only_when_it_changed():
+    from connectors.argilla import _same_suggestion
+
+    assert _same_suggestion(("tech", 0.81234, "al-1"), ("tech", 0.81234, "al-1"))
+    assert not _same_suggestion(("tech", 0.81234, "al-1"), None)
+    assert not _same_suggestion(("tech", 0.81234, "al-2"), ("tech", 0.81234, "al-1"))
+    assert not _same_suggestion(("tech", 0.81234, "al-1"), ("sport", 0.81234, "al-1"))
+    assert not _same_suggestion(("tech", 0.9, "al-1"), ("tech", 0.81234, "al-1"))
+    assert not _same_suggestion(("tech", 0.9, "al-1"), ("tech", None, "al-1"))
