@@ -328,13 +328,21 @@ def argilla_server():
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":  # start a stack by hand: python -m tests.services.argilla
+    # SIGTERM (kill PID) and SIGINT stop the stack too; a background job started by a script ignores SIGINT
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     s = start_stack()
     print(f"ARGILLA_API_URL={s.url}\nARGILLA_API_KEY={s.api_key}\n# up in {s.start_seconds:.1f} s, "
-          f"data in {s.run_dir}; Ctrl-C stops it", flush=True)
+          f"data in {s.run_dir} (removed on exit); Ctrl-C or SIGTERM stops it", flush=True)
     try:
         signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
         s.stop()
+        shutil.rmtree(s.run_dir, ignore_errors=True)
