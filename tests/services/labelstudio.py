@@ -76,10 +76,19 @@ class LabelStudioServer:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Token {self.legacy_token}"}, timeout=timeout)
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
-        with self.client() as c:
-            r = c.request(method, path, **kw)
+        """One call as the admin user. A GET answered 500 is repeated twice (as a browser user would reload):
+        Label Studio on SQLite can fail a read-and-lock call such as /next/ while a bulk write holds the lock."""
+        attempts = 3 if method.upper() == "GET" else 1
+        for attempt in range(attempts):
+            with self.client() as c:
+                r = c.request(method, path, **kw)
+            if r.status_code < 500 or attempt == attempts - 1:
+                break
+            print(f"Label Studio {method} {path}: HTTP {r.status_code}, retrying", file=sys.stderr)
+            time.sleep(1.0)
         if r.status_code >= 400:
-            raise AssertionError(f"Label Studio {method} {path}: HTTP {r.status_code} {r.text[:500]}")
+            raise AssertionError(f"Label Studio {method} {path}: HTTP {r.status_code} {r.text[:500]}\n"
+                                 f"server log:\n{self.log_tail(60)}")
         return r.json() if r.content else None
 
     def personal_access_token(self) -> str:
