@@ -224,6 +224,33 @@ class Backend:
     def connector(self, project: int):
         return self.connector_factory(project_config(self.config, project), self._setup.get(project))
 
+    def metrics_text(self) -> str:
+        """Prometheus text for every project this process serves: its state (rounds, last round time and
+        duration, pool, labels) and the scheduler's counters (trainings, errors, coalesced events)."""
+        from .observability import prometheus_text_many
+        from .store import Store
+
+        stats = self.scheduler.stats()
+        projects = {int(p) for p in stats} | set(self._engines) | set(self._setup)
+        if self.config.labelstudio.project:
+            projects.add(int(self.config.labelstudio.project))
+        entries, stores = [], []
+        try:
+            for project in sorted(projects):
+                path = Path(project_config(self.config, project).state.path)
+                store = None
+                if path.exists():
+                    try:  # its own read connection: a retrain holding the engine's lock must not block a scrape
+                        store = Store.open(path, create=False)
+                        stores.append(store)
+                    except ALBackendError as e:
+                        log.warning("metrics: project %s: %s", project, e)
+                entries.append(({"project": str(project)}, store, stats.get(str(project), {})))
+            return prometheus_text_many(entries)
+        finally:
+            for store in stores:
+                store.close()
+
     def retrain(self, project: int) -> dict[str, Any]:
         """One round for the project: pull, fit, rank, record, push. Runs on the worker thread."""
         from .runner import push_with_progress, resume_unfinished_push
@@ -447,6 +474,12 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
     @app.get("/status")
     async def status() -> dict[str, Any]:
         return {"projects": backend.scheduler.stats(), "idle": backend.scheduler.idle()}
+
+    @app.get("/metrics")
+    def metrics():
+        from fastapi.responses import PlainTextResponse
+
+        return PlainTextResponse(backend.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 
