@@ -103,3 +103,61 @@ def labelstudio_cmd(
     verdict = "within" if result["ok"] else "OVER"
     Console().print(f"target: connector <= {result['target_ratio']:.2f}x raw: {verdict}; deleting one old version "
                     f"took {result['prune_one_version_s']:.1f} s (housekeeping after the push)")
+
+
+@bench_app.command("predict")
+def predict_cmd(
+    url: str = typer.Option(None, "--url", help="A running al-backend serve (e.g. http://127.0.0.1:9090). "
+                            "Left out: a state with a model is built from --input and a server started here."),
+    concurrency: int = typer.Option(32, "--concurrency", min=1, help="Requests in flight at once."),
+    tasks_per_request: int = typer.Option(10, "--tasks-per-request", min=1, help="Tasks in each /predict call."),
+    requests: int = typer.Option(None, "--requests", min=1, help="Timed requests in all (default 10 x concurrency)."),
+    input: str = typer.Option(None, "--input", "-i", help="JSONL tasks (id, text[, label]) whose texts are sent; "
+                              "default examples/tasks.jsonl. Self-contained mode trains on its labels."),
+    project: int = typer.Option(1, "--project", min=1, help="Label Studio project id the calls name."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Latency of /predict under concurrent load (embeddings cached): p50 and p99, next to one call at a time.
+
+    Basic auth or a bearer token for --url come from AL_BASIC_AUTH_USER / AL_BASIC_AUTH_PASS or AL_API_TOKEN.
+    """
+    import os
+    from pathlib import Path
+
+    from ..bench.predict_load import bench_predict
+    from ..errors import ALBackendError
+
+    err = Console(stderr=True)
+    log = (lambda _: None) if as_json else (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False))
+    auth = None
+    if url and os.environ.get("AL_BASIC_AUTH_USER") and os.environ.get("AL_BASIC_AUTH_PASS"):
+        auth = (os.environ["AL_BASIC_AUTH_USER"], os.environ["AL_BASIC_AUTH_PASS"])
+    elif url and os.environ.get("AL_API_TOKEN"):
+        token = os.environ["AL_API_TOKEN"]
+
+        def auth(request, token=token):  # httpx accepts a callable that edits the request
+            request.headers["Authorization"] = f"Bearer {token}"
+            return request
+    try:
+        result = bench_predict(url, concurrency=concurrency, tasks_per_request=tasks_per_request, requests=requests,
+                               tasks_file=Path(input) if input else None, project=project, auth=auth, log=log)
+    except ALBackendError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(e.exit_code)
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    load, ref = result["load"], result["reference"]
+    table = Table(title=f"/predict: {load['requests']} requests x {tasks_per_request} tasks, {concurrency} concurrent "
+                        f"({result['url']}, {result['cpu_count']} CPUs)")
+    for col in ("", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s", "errors"):
+        table.add_column(col, justify="right" if col else "left")
+    for name, r in (("one at a time (reference)", ref), (f"{concurrency} at once", load)):
+        table.add_row(name, f"{r['p50_s'] * 1000:.1f}", f"{r['p90_s'] * 1000:.1f}", f"{r['p99_s'] * 1000:.1f}",
+                      f"{r['max_s'] * 1000:.1f}", f"{r['requests_per_s']:.1f}", str(r["errors"]))
+    Console().print(table)
+    verdict = "met" if result["ok"] else "NOT met"
+    Console().print(f"p99 under load = {result['p99_vs_single_p50']:.1f}x a single call's p50; "
+                    f"target p99 < {result['target_p99_ms']:.0f} ms with no errors: {verdict}")
+    if load["error_examples"]:
+        Console().print(f"errors, e.g.: {load['error_examples'][0]}", highlight=False)
