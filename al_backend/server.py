@@ -471,6 +471,16 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
         new = backend.scheduler.request(project)
         return {"status": "scheduled" if new else "coalesced", "action": action, "project": project}
 
+    @app.post("/train")
+    async def train(request: Request):
+        """Older Label Studio versions call /train for "Start Training"; same effect as START_TRAINING."""
+        body = await _json(request)
+        project = parse_project(body.get("project"))
+        if project is None:
+            return JSONResponse({"detail": "train without a project id"}, status_code=400)
+        new = backend.scheduler.request(project)
+        return {"status": "scheduled" if new else "coalesced", "project": project}
+
     @app.get("/status")
     async def status() -> dict[str, Any]:
         return {"projects": backend.scheduler.stats(), "idle": backend.scheduler.idle()}

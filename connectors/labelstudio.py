@@ -529,9 +529,18 @@ class LabelStudioConnector:
         if self.prune_old_versions:
             t = time.perf_counter()
             old = [v for v in versions if v != version and v.startswith(OUR_VERSION_PREFIX)]
+            pruned = []
             for v in old:
-                self._delete_version(v)
-            details["pruned_versions"] = old
+                try:
+                    self._delete_version(v)
+                    pruned.append(v)
+                except HttpError as e:
+                    # The new order is live already; a busy Label Studio (SQLite "database is locked") only
+                    # delays the cleanup to the next round.
+                    log.warning("%s: could not delete old predictions %s yet: %s", self.describe(), v, e)
+            details["pruned_versions"] = pruned
+            if len(pruned) < len(old):
+                details["prune_deferred"] = [v for v in old if v not in pruned]
             details["prune_s"] = round(time.perf_counter() - t, 3)
         return PushReport(pushed=created, target=self.describe(), details=details)
 

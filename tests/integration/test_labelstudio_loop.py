@@ -180,6 +180,11 @@ def test_webhook_answers_at_once_and_floods_coalesce(label_studio, backend, loop
     # nothing changed in Label Studio, so the round's ranking is the one already served
     assert after["last_result"]["model_version"] == before["last_result"]["model_version"]
     assert after["last_result"]["push"].get("unchanged") is True
+    # Label Studio's "Start Training" button reaches the same scheduler (as a START_TRAINING webhook)
+    ml_id = label_studio.api("GET", "/api/ml", params={"project": pid})[0]["id"]
+    label_studio.api("POST", f"/api/ml/{ml_id}/train", json={})
+    trained = backend.wait_rounds(pid, after["completed"] + 1)
+    assert trained["requested"] == after["requested"] + 1
 
 
 def test_predict_endpoint_returns_one_result_per_task_in_order(label_studio, backend, loop_project):

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LS_VENV = Path(os.environ.get("LS_VENV", ROOT / ".services" / "ls-venv"))
 LS_BIN = LS_VENV / "bin" / "label-studio"
 INSTALL_HINT = (
-    "Label Studio is not installed for the integration tests. Run the README's test command, or:\n"
-    "    scripts/install-labelstudio.sh && pytest -m labelstudio\n"
+    "Label Studio is not installed for the integration tests. Run the README's test command\n"
+    "    bash scripts/test.sh\n"
+    "or only this part:  bash scripts/install-labelstudio.sh && pytest -m labelstudio\n"
     f"(expected {LS_BIN})"
 )
 USERNAME = "ci@example.com"
