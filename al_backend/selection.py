@@ -34,8 +34,10 @@ __all__ = [
 
 # Rows per block in pool-wide passes: bounds a block's temporaries to ~tens of MB.
 _BLOCK_ROWS = 32_768
-# Candidates re-checked at once: large enough for a matrix product, small enough to stay lazy.
-_REFRESH_BLOCK = 1024
+# Candidates re-checked at once: from a few (most picks settle quickly) doubling up to a block large
+# enough for an efficient matrix product, small enough to stay lazy.
+_FIRST_REFRESH_BLOCK = 32
+_REFRESH_BLOCK = 2048
 # Smallest candidate pool of the lazy greedy (tests shrink it to exercise pool rebuilds).
 _MIN_POOL = 8192
 
@@ -105,6 +107,7 @@ class _LazyGreedy:
         self.picked = np.zeros(n, dtype=bool)
         self.picked[list(picked)] = True  # picks made before the engine (they are centres already)
         self.pool_size = int(min(n, max(_MIN_POOL, 32 * k)))
+        self.last_refreshed = _REFRESH_BLOCK // 2  # rows re-checked for the previous pick
         self._build_pool()
 
     def _values(self, rows: np.ndarray, min_sq: np.ndarray) -> np.ndarray:
@@ -153,25 +156,36 @@ class _LazyGreedy:
         self.pool_ub[slots] = self._values(rows, new_sq)
 
     def pick(self) -> int:
+        # start from what the previous pick needed (hybrid picks often settle after a handful of re-checks,
+        # k-center picks after thousands), then double while more are needed
+        block = int(min(max(self.last_refreshed, _FIRST_REFRESH_BLOCK), _REFRESH_BLOCK))
+        self.last_refreshed = 0
         while True:
-            slot = int(np.argmax(self.pool_ub))
-            best = self.pool_ub[slot]
-            if best < self.outside_max or best == -np.inf:
-                if best == -np.inf and self.outside_max == -np.inf:
+            stale = self.checked[self.pool] < self.n_centres
+            current_ub = np.where(stale, -np.inf, self.pool_ub)
+            slot = int(np.argmax(current_ub))
+            current_best = current_ub[slot]
+            # only stale rows whose bound beats every known value can change the pick: re-check the best
+            # of them (a block, for one matrix product) against the centres they have not yet seen
+            need = stale & (self.pool_ub > current_best) & (self.pool_ub >= self.outside_max)
+            n_need = int(np.count_nonzero(need))
+            if n_need:
+                need_ub = np.where(need, self.pool_ub, -np.inf)
+                if n_need > block:
+                    slots = np.argpartition(-need_ub, block)[:block]
+                else:
+                    slots = np.flatnonzero(need)
+                self._refresh(slots)
+                self.last_refreshed += len(slots)
+                block = min(2 * block, _REFRESH_BLOCK)
+                continue
+            if current_best == -np.inf or current_best < self.outside_max:
+                if self.outside_max == -np.inf:
                     raise RuntimeError("no eligible row left to pick (caller must cap k)")
-                self._build_pool()
+                self._build_pool()  # a row outside the pool may be better: widen the search
                 continue
             row = int(self.pool[slot])
-            if self.checked[row] == self.n_centres:
-                break
-            # re-check the best stale candidates against the centres they have not yet seen; choosing
-            # among stale ones only guarantees progress even when thousands of bounds tie
-            stale_ub = np.where(self.checked[self.pool] < self.n_centres, self.pool_ub, -np.inf)
-            if len(stale_ub) > _REFRESH_BLOCK:
-                slots = np.argpartition(-stale_ub, _REFRESH_BLOCK)[:_REFRESH_BLOCK]
-            else:
-                slots = np.arange(len(stale_ub))
-            self._refresh(slots[stale_ub[slots] > -np.inf])
+            break
         self.pool_ub[slot] = -np.inf
         self.picked[row] = True
         self.min_sq[row] = 0.0

@@ -269,3 +269,11 @@ def test_massive_ties_terminate_with_distinct_picks():
     assert X[got[0]].tolist() == [0.0, 5.0] and X[got[1]].tolist() == [1.0, 0.0]
     flat = hybrid(np.zeros(len(X)), X, 40, labeled=np.array([[0.0, 0.0]]), alpha=1.0)
     assert len(np.unique(flat)) == 40
+    # and when the candidate pool is smaller than a group of equal bounds (pool rebuilds under ties)
+    saved = selection._MIN_POOL
+    selection._MIN_POOL = 2
+    try:
+        assert len(np.unique(k_center_greedy(X, 40, labeled=np.array([[0.0, 0.0]])))) == 40
+        assert len(np.unique(hybrid(np.zeros(len(X)), X, 40, alpha=1.0))) == 40
+    finally:
+        selection._MIN_POOL = saved
