@@ -255,7 +255,7 @@ def select_batch(
     ctx: the pool (see SelectionContext); k: batch size, capped at the rows available (0 -> empty).
     epsilon: fraction of the batch replaced by uniformly random rows (selection.epsilon_greedy).
     outlier_quantile: rows whose kNN density is at or below this quantile are never picked by the
-    strategy (exploration may still draw them). params override the strategy's own (alpha, form,
+    strategy (exploration may still draw them), unless that would leave fewer than k rows. params override the strategy's own (alpha, form,
     m_factor, method, seed, density_beta, density_k).
     Returns (indices, components): (k,) distinct int64 row indices in pick order, and
     {name: (n,) float64} for every score used; the first component is the strategy's primary score
@@ -285,7 +285,8 @@ def select_batch(
     if outlier_quantile is not None:
         dens = ctx.get_density(density_k)
         eligible = ~density_mod.outlier_mask(dens, outlier_quantile)
-        if not eligible.any():  # every row ties at the quantile: nothing to exclude
+        if eligible.sum() < min(int(k), n):
+            # excluding would leave fewer rows than the batch needs (or none, when every density ties)
             eligible = None
     if density_beta is not None:
         dens = ctx.get_density(density_k)

@@ -165,3 +165,11 @@ def test_rank_pool_puts_batch_first_then_primary_descending():
     assert (np.diff(rest) <= 0).all()
     np.testing.assert_array_equal(order, full_order(idx, comps["margin"]))
     np.testing.assert_array_equal(strategies.primary_score("hybrid", comps, N), comps["margin"])
+
+
+def test_outlier_exclusion_never_shrinks_the_batch():
+    ctx = make_ctx()
+    ctx.density = np.random.default_rng(5).random(N)
+    # excluding the lower half would leave 200 rows for a batch of 300: the exclusion is skipped
+    idx, _ = select_batch("margin", ctx, 300, rng=np.random.default_rng(0), outlier_quantile=0.5)
+    assert len(np.unique(idx)) == 300
