@@ -49,6 +49,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key in ("error_type", "exit_code"):  # set by fail(): the run's final error, for alerting on
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -75,7 +78,12 @@ def fail(err: ALBackendError, as_json: bool = False) -> None:
     """Print a clean message (never a traceback) and exit with the error's code."""
     if as_json:
         out.print_json(json.dumps({"error": type(err).__name__, "message": str(err), "exit_code": err.exit_code}))
-    console.print(Text("error: ", style="bold red") + Text(str(err)), highlight=False, soft_wrap=True)
+    if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
+        # --log-format json: the final error is a log line like the others, so collectors parse every line
+        logging.getLogger("al_backend.cli").error(
+            "%s", err, extra={"error_type": type(err).__name__, "exit_code": err.exit_code})
+    else:
+        console.print(Text("error: ", style="bold red") + Text(str(err)), highlight=False, soft_wrap=True)
     raise typer.Exit(err.exit_code)
 
 

@@ -10,6 +10,7 @@ Embeddings are prefilled in the state (the tests are about faults), so no round 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections import Counter
 
@@ -108,6 +109,9 @@ def test_server_down_before_a_round_exits_5_names_the_call_and_records_nothing(l
     assert f"GET /api/projects/{project['id']}/" in done.stderr and "cannot connect" in done.stderr
     assert "after 4 attempts" in done.stderr  # retried with backoff up to the bound first
     assert label_studio.legacy_token not in done.stderr + done.stdout
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]  # --log-format json: every line
+    assert lines[-1]["level"] == "error" and lines[-1]["exit_code"] == 5 and "cannot connect" in lines[-1]["message"]
+    assert sum("retry" in line["message"] for line in lines) == 3
     assert rounds(project["state"]) == []
 
     proxy.come_up()  # the server is back: the next scheduled run just works
@@ -123,6 +127,16 @@ def test_dropped_connections_during_the_pull_are_retried_within_the_round(label_
     assert [e.outcome for e in proxy.events("GET", r"^/api/tasks")][:3] == ["drop", "drop", "pass"]
     assert result["round"] == 1 and result["pushed"] == N_TASKS - 10
     assert_served_exactly(label_studio, project, 1)
+
+
+def test_dry_run_ranks_but_writes_nothing_to_label_studio_or_the_state(label_studio, project, proxy):
+    conn = connector(proxy.url, label_studio, project["id"])
+    result = run_prioritize(config(project["state"]), "labelstudio", connector=conn, dry_run=True, progress=False)
+    conn.close()
+    assert result["dry_run"] and result["pushed"] == 0 and len(result["ranking"]) == N_TASKS - 10
+    assert {e.method for e in proxy.log} == {"GET"}, [(e.method, e.path) for e in proxy.log]
+    assert rounds(project["state"]) == []
+    assert label_studio.api("GET", "/api/predictions/", params={"project": project["id"]}) == []
 
 
 # ---------------------------------------------------------------------------------------------- lost mid-push
