@@ -199,6 +199,8 @@ class Backend:
         self._engines: dict[int, Any] = {}
         self._setup: dict[int, dict[str, Any]] = {}
         self._versions: dict[int, str] = {}
+        self.predict_calls = 0
+        self.predicted_tasks = 0
         self._lock = threading.RLock()  # one engine user at a time (SQLite connection, torch model)
         self.scheduler = RetrainScheduler(self.retrain)
 
@@ -260,19 +262,23 @@ class Backend:
         t0 = time.perf_counter()
         connector = self.connector(project)
         try:
-            with self._lock, project_lock(cfg.state.path, wait=self.lock_wait):
-                engine = self.engine(project)
+            with project_lock(cfg.state.path, wait=self.lock_wait):
                 target = connector.describe()
-                resume_unfinished_push(engine.store, connector, target)
+                with self._lock:
+                    engine = self.engine(project)
+                    resume_unfinished_push(engine.store, connector, target)
+                # Not under the engine lock: a project that "retrieves predictions automatically" makes Label
+                # Studio call our /predict while it lists tasks, and /predict needs the engine.
                 pool = connector.pull()
                 t_pull = time.perf_counter() - t0
-                try:
-                    ranking = engine.run_round(pool, label_set=connector.label_set())
-                except EmptyPoolError as e:
-                    log.info("project %s: %s", project, e)
-                    return {"round": None, "ranked": 0, "reason": str(e)}
-                report = push_with_progress(engine.store, connector, ranking, target)
-                self._versions[project] = ranking.model_version
+                with self._lock:
+                    try:
+                        ranking = engine.run_round(pool, label_set=connector.label_set())
+                    except EmptyPoolError as e:
+                        log.info("project %s: %s", project, e)
+                        return {"round": None, "ranked": 0, "reason": str(e)}
+                    report = push_with_progress(engine.store, connector, ranking, target)
+                    self._versions[project] = ranking.model_version
         finally:
             close = getattr(connector, "close", None)
             if close:
@@ -299,6 +305,8 @@ class Backend:
         from connectors.labelstudio import parse_label_config
 
         cfg = parse_label_config(label_config)
+        self.predict_calls += 1
+        self.predicted_tasks += len(tasks)
         texts = [cfg.text_of(t.get("data") or {}) or "" for t in tasks]
         with self._lock:
             engine = self.engine(project)
@@ -483,7 +491,8 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
 
     @app.get("/status")
     async def status() -> dict[str, Any]:
-        return {"projects": backend.scheduler.stats(), "idle": backend.scheduler.idle()}
+        return {"projects": backend.scheduler.stats(), "idle": backend.scheduler.idle(),
+                "predict": {"calls": backend.predict_calls, "tasks": backend.predicted_tasks}}
 
     @app.get("/metrics")
     def metrics():

@@ -212,6 +212,25 @@ def test_predict_endpoint_returns_one_result_per_task_in_order(label_studio, bac
     assert all(results[i]["model_version"].startswith("al-model-") and 0 < results[i]["score"] <= 1 for i in (0, 2, 3))
 
 
+def test_retrain_with_automatic_predictions_does_not_wait_on_itself(label_studio, backend, loop_project):
+    """With "retrieve predictions automatically" on, listing tasks makes Label Studio call our /predict for
+    tasks without a current prediction (the labeled ones) while the retrain pulls: it must not block."""
+    pid = loop_project["id"]
+    label_studio.api("PATCH", f"/api/projects/{pid}/", json={"evaluate_predictions_automatically": True})
+    try:
+        before = backend.wait_rounds(pid, 1)
+        calls_before = backend.http.get("/status").json()["predict"]["calls"]
+        r = backend.http.post("/webhook", json={"action": "START_TRAINING", "project": {"id": pid}})
+        assert r.json()["status"] == "scheduled"
+        after = backend.wait_rounds(pid, before["completed"] + 1, timeout=300)
+        assert after["failed"] == 0
+        assert after["last_result"]["pull_s"] < 60  # Label Studio's /predict timeout is 100 s
+        # Label Studio did call /predict during that round's pull (for labeled tasks, which hold no prediction)
+        assert backend.http.get("/status").json()["predict"]["calls"] > calls_before
+    finally:
+        label_studio.api("PATCH", f"/api/projects/{pid}/", json={"evaluate_predictions_automatically": False})
+
+
 def test_auth_is_required_and_both_kinds_are_accepted(backend):
     assert httpx.get(f"{backend.url}/health").status_code == 200
     assert httpx.post(f"{backend.url}/webhook", json={"action": "START_TRAINING"}).status_code == 401
