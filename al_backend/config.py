@@ -6,7 +6,7 @@
     [seeding]     n_clusters, min_labels_per_class, min_cluster_coverage
     [state]       path
     [file]        input, output, labels, text_field, id_field, label_field, vectors, vectors_field, labels_fixed
-    [labelstudio] url, api_key, project
+    [labelstudio] url, api_key, project, text_key, from_name, prune_old_versions
     [argilla]     api_url, api_key, dataset, workspace, text_field, question, vector_field
     [server]      host, port, basic_auth_user, basic_auth_pass, api_token
 
@@ -89,6 +89,9 @@ class LabelStudioConfig:
     url: str = "http://127.0.0.1:8080"
     api_key: str = ""
     project: int = 0
+    text_key: str = ""  # the task data key holding the text; inferred from the label config when empty
+    from_name: str = ""  # the Choices control to use when the config has several
+    prune_old_versions: bool = True  # delete al-backend's older prediction versions once a new one is live
 
 
 @dataclass

@@ -324,6 +324,11 @@ class LabelStudioConnector:
         url = overrides.pop("url", None) or getattr(section, "url", "")
         api_key = overrides.pop("api_key", None) or getattr(section, "api_key", "")
         project = overrides.pop("project", None) or overrides.pop("project_id", None) or getattr(section, "project", 0)
+        for key in ("text_key", "from_name"):
+            if overrides.get(key) is None and getattr(section, key, ""):
+                overrides[key] = getattr(section, key)
+        if overrides.get("prune_old_versions") is None and section is not None:
+            overrides["prune_old_versions"] = getattr(section, "prune_old_versions", True)
         overrides = {k: v for k, v in overrides.items() if v is not None}
         return cls(url, api_key, project, **overrides)
 

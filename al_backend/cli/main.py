@@ -90,7 +90,7 @@ def fail(err: ALBackendError, as_json: bool = False) -> None:
 def default_state_path(cfg: Config, source: str) -> str:
     """Per-project default state file when [state] path is left at its default."""
     if cfg.state.path != Config().state.path:
-        return cfg.state.path
+        return cfg.state.path.replace("{project}", str(cfg.labelstudio.project or cfg.argilla.dataset or "default"))
     if source == "labelstudio" and cfg.labelstudio.project:
         return f".al-state/labelstudio-{cfg.labelstudio.project}.sqlite"
     if source == "argilla" and cfg.argilla.dataset:
