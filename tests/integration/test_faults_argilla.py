@@ -11,7 +11,6 @@ Embeddings are prefilled in the state (the tests are about faults), so no round 
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -96,17 +95,6 @@ def assert_served_exactly(dataset, round_id: int) -> None:
         assert md.get("al_priority") == pytest.approx(float(ranking.priority[i])) and md.get("al_rank") == i + 1, rid
 
 
-def wait_for_outcome(proxy, outcome: str, timeout: float = 10.0):
-    """The proxy logs a delayed request when its delay is over, possibly after the round finished."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        hits = [e for e in proxy.log if e.outcome == outcome]
-        if hits:
-            return hits[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no {outcome} in {[(e.path, e.outcome) for e in proxy.log]}")
-
-
 def rounds(state) -> list:
     with Store.open(state, create=False) as store:
         return store.rounds()
@@ -184,9 +172,6 @@ def test_a_burst_of_5xx_is_ridden_out_within_one_round(dataset, proxy, small_bul
     assert_served_exactly(dataset, result["round"])
 
 
-@pytest.mark.xfail(strict=True, reason="connectors/argilla.py: SDK calls (record reads, dataset lookups) are not "
-                   "retried on 5xx/timeouts; fix proposed to the Argilla connector's owner (retrying _sdk_call). "
-                   "strict: remove this mark when the fix lands")
 def test_a_burst_of_5xx_while_reading_records_is_ridden_out(dataset, proxy):
     """The records are read through the Argilla SDK: its calls must be retried like ours."""
     proxy.add(Rule(status=503, path=r"/records", count=2))
@@ -199,7 +184,7 @@ def test_a_burst_of_5xx_while_reading_records_is_ridden_out(dataset, proxy):
 def test_answers_slower_than_the_timeout_are_retried_then_reported(dataset, proxy):
     proxy.add(Rule(action="delay", seconds=2.0, method="GET", path=r"^/api/v1/me$", count=1))
     result = run_round(dataset, proxy.url, timeout=1.0)
-    slow = wait_for_outcome(proxy, "delay:client-gone")  # the slow answer was abandoned by the client...
+    slow = proxy.wait_outcome("delay:client-gone")  # the slow answer was abandoned by the client...
     assert slow.path == "/api/v1/me" and slow.upstream_status == 200
     assert [e.outcome for e in proxy.events("GET", r"^/api/v1/me$")].count("pass") >= 1  # ...and asked again
     assert_served_exactly(dataset, result["round"])

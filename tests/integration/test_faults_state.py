@@ -68,13 +68,6 @@ def integrity(state: Path) -> str:
         con.close()
 
 
-def wait_outcome(proxy: FaultProxy, outcome: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(e.outcome == outcome for e in proxy.log):
-        assert time.monotonic() < deadline, [(e.path, e.outcome) for e in proxy.log]
-        time.sleep(0.05)
-
-
 # ---------------------------------------------------------------------------------------------- kill -9
 def test_kill_9_while_pulling_leaves_the_state_intact_and_the_rerun_completes(label_studio, ls_project, proxy, tmp_path):
     env = cli_env(LABEL_STUDIO_URL=proxy.url, LABEL_STUDIO_API_KEY=label_studio.legacy_token)
@@ -101,7 +94,7 @@ def test_kill_9_while_pushing_then_rerun_completes_without_duplicates(label_stud
     proxy.wait_for("POST", IMPORT, timeout=60)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(10) == -signal.SIGKILL
-    wait_outcome(proxy, "delay:client-gone")  # Label Studio applied the import of a dead client
+    proxy.wait_outcome("delay:client-gone")  # Label Studio applied the import of a dead client
     assert integrity(ls_project["state"]) == "ok"
     with Store.open(ls_project["state"], create=False) as store:
         assert [r.round_id for r in store.rounds()] == [1]  # the round was recorded before its push began

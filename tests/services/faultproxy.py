@@ -192,6 +192,21 @@ class FaultProxy:
                                        f"log: {[(e.method, e.path, e.outcome) for e in self.log][-20:]}")
                 self._arrived.wait(left)
 
+    def wait_outcome(self, outcome: str, timeout: float = 30.0) -> Event:
+        """The first logged request with this outcome, waiting for it: a delayed request is logged when its
+        delay is over, which can be after the client gave up and finished its round."""
+        with self._arrived:
+            deadline = time.monotonic() + timeout
+            while True:
+                hits = [e for e in self.log if e.outcome == outcome]
+                if hits:
+                    return hits[0]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {outcome!r} in {timeout} s; log: "
+                                       f"{[(e.method, e.path, e.outcome) for e in self.log][-20:]}")
+                self._arrived.wait(left)
+
     def _decide(self, method: str, path: str) -> Rule | None:
         with self._lock:
             self._arrivals.append(Event(time.time(), method, path, "arrived"))
