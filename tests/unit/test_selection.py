@@ -60,7 +60,7 @@ def test_k_center_edge_sizes():
 @settings(max_examples=60, deadline=None)
 @given(
     seed=st.integers(0, 100_000),
-    n=st.integers(1, 120),
+    n=st.integers(3, 120),  # two rows are always equidistant from their mean: a tie for the first pick
     d=st.integers(1, 6),
     n_labeled=st.integers(0, 5),
     k_fraction=st.floats(0.0, 1.0),
