@@ -6,8 +6,8 @@
     [seeding]     n_clusters, min_labels_per_class, min_cluster_coverage
     [state]       path
     [file]        input, output, labels, text_field, id_field, label_field, vectors, vectors_field, labels_fixed
-    [labelstudio] url, api_key, project, text_key, from_name, prune_old_versions
-    [argilla]     api_url, api_key, dataset, workspace, text_field, question, vector_field
+    [labelstudio] url, api_key, project, text_key, from_name, prune_old_versions, timeout, retries
+    [argilla]     api_url, api_key, dataset, workspace, text_field, question, vector_field, timeout, retries
     [server]      host, port, basic_auth_user, basic_auth_pass, api_token
 
 Environment: AL_<SECTION>_<KEY> (e.g. AL_STRATEGY_BATCH_SIZE=20), plus the tools' own names
@@ -92,6 +92,8 @@ class LabelStudioConfig:
     text_key: str = ""  # the task data key holding the text; inferred from the label config when empty
     from_name: str = ""  # the Choices control to use when the config has several
     prune_old_versions: bool = True  # delete al-backend's older prediction versions once a new one is live
+    timeout: float = 120.0  # seconds per HTTP call
+    retries: int = 3  # retries of connection errors, timeouts and 5xx (exponential backoff with jitter)
 
 
 @dataclass
@@ -103,6 +105,8 @@ class ArgillaConfig:
     text_field: str = ""
     question: str = ""
     vector_field: str = ""
+    timeout: float = 120.0  # seconds per HTTP call
+    retries: int = 3  # retries of connection errors, timeouts and 5xx (exponential backoff with jitter)
 
 
 @dataclass
@@ -268,5 +272,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[seeding] min_cluster_coverage must be in [0, 1]")
     if cfg.embedding.batch_size < 1:
         raise ConfigError("[embedding] batch_size must be >= 1")
+    for section in (cfg.labelstudio, cfg.argilla):
+        name = "labelstudio" if section is cfg.labelstudio else "argilla"
+        if section.timeout <= 0:
+            raise ConfigError(f"[{name}] timeout must be > 0 seconds, got {section.timeout}")
+        if not 0 <= section.retries <= 20:
+            raise ConfigError(f"[{name}] retries must be in 0..20, got {section.retries}")
     if not 0 < cfg.server.port < 65536:
         raise ConfigError(f"[server] port must be in 1..65535, got {cfg.server.port}")

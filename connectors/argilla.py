@@ -135,6 +135,8 @@ class ArgillaConnector:
             text_field=section.text_field or None,
             question=section.question or None,
             vector_field=getattr(section, "vector_field", "") or None,
+            timeout=getattr(section, "timeout", 120.0),
+            retries=getattr(section, "retries", 3),
         )
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         connector = cls(**kwargs)

@@ -327,8 +327,10 @@ class LabelStudioConnector:
         for key in ("text_key", "from_name"):
             if overrides.get(key) is None and getattr(section, key, ""):
                 overrides[key] = getattr(section, key)
-        if overrides.get("prune_old_versions") is None and section is not None:
-            overrides["prune_old_versions"] = getattr(section, "prune_old_versions", True)
+        if section is not None:
+            for key in ("prune_old_versions", "timeout", "retries"):
+                if overrides.get(key) is None and hasattr(section, key):
+                    overrides[key] = getattr(section, key)
         overrides = {k: v for k, v in overrides.items() if v is not None}
         return cls(url, api_key, project, **overrides)
 
