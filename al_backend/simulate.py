@@ -138,8 +138,8 @@ def _noisy(labels: np.ndarray, classes: list[str], p: float, rng: np.random.Gene
 
 
 def _evaluate(head: Head, X_test: np.ndarray, y_test: np.ndarray, classes: list[str]) -> tuple[float, float]:
-    """(accuracy, macro-F1 over all classes) on the test split; an unfitted head predicts the most common
-    training class is not known, so it scores the first class (chance-level)."""
+    """(accuracy, macro-F1 over all classes) on the test split. An unfitted head (fewer than two classes
+    labeled) is uniform, so it predicts its first class everywhere: chance level, as a user would see."""
     from sklearn.metrics import f1_score
 
     proba = head.predict_proba(X_test)
