@@ -56,7 +56,7 @@ def selection_cmd(
         else:
             diff = result["first_difference"]
             same = (f"{result['same_set']}/{batch_size} picks shared; order first differs at pick {diff['position']} "
-                    f"(exact distances {diff['ours_distance']:.7f} vs {diff['reference_distance']:.7f})")
+                    f"(exact distances {diff['ours_distance']:.10f} ours vs {diff['reference_distance']:.10f})")
         table.add_row("k-center reference (numpy loop)", f"{result['reference_s']:.2f}", f"{result['speedup']:.1f}x slower; {same}")
     table.add_row("scores (margin)", f"{result['scores_s']:.2f}", "")
     if "density_s" in result:
