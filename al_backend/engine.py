@@ -19,7 +19,7 @@ import numpy as np
 from . import seeding, strategies
 from .config import Config
 from .embedding import Embedder, text_hash
-from .errors import EmptyPoolError, InputError
+from .errors import ConfigError, EmptyPoolError, InputError
 from .head import Head
 from .pool import Pool, Ranking
 from .store import Store
@@ -118,6 +118,11 @@ class Engine:
             raise EmptyPoolError(f"{pool.source}: every task is labeled; nothing left to prioritise")
         k = min(batch_size or cfg.strategy.batch_size, unlabeled_idx.size)
         name = strategy or cfg.strategy.name
+        if name != SEED_STRATEGY:
+            try:
+                strategies.resolve_name(name)
+            except ValueError as e:
+                raise ConfigError(f"--strategy / [strategy] name: {e}") from None
 
         # --- bookkeeping against the stored items: clusters and density only for new or changed text
         t = time.perf_counter()
@@ -193,7 +198,8 @@ class Engine:
                 classes=list(label_set) if label_set else None,
                 class_weight=None if cfg.head.class_weight == "none" else cfg.head.class_weight,
                 calibrate=cfg.head.calibrate,
-                committee_size=cfg.head.committee_size,
+                # the bootstrap committee costs ~20 % of a fit: only the committee strategies need it
+                committee_size=cfg.head.committee_size if name != SEED_STRATEGY and strategies.resolve_name(name) in COMMITTEE_STRATEGIES else 0,
                 random_state=cfg.strategy.seed,
             ).fit(X[labeled_idx], labels_l)
             if not head.is_fitted:
@@ -216,7 +222,8 @@ class Engine:
         if phase == "seed":
             per_cluster = np.bincount(cluster[labeled_idx], minlength=n_clusters) if labeled_idx.size else np.zeros(n_clusters, np.int64)
             batch = seeding.seed_batch(X_u, cluster[unlabeled_idx], k, rng, already_labeled_per_cluster=per_cluster)
-            # after the seeds: the rest in a seeded random order (measured: random beats typicality at cold start)
+            # after the seeds, the rest in a seeded random order: the seed batch carries the cluster coverage,
+            # and the next round re-ranks everything once the seeds are labeled
             primary = rng.random(unlabeled_idx.size)
             components = {}
             if probs_u is not None:

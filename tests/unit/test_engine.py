@@ -140,3 +140,23 @@ def test_every_label_known_and_bad_inputs(tmp_path):
     eng.run_round(make_pool(X, y, []))
     with pytest.raises(InputError, match="dimensions"):
         eng.run_round(make_pool(X[:, :8].copy(), y, []))
+
+
+def test_unknown_strategy_is_a_config_error(tmp_path):
+    from al_backend.errors import ConfigError
+
+    X, y = blobs(n_per=5)
+    eng, store = engine(tmp_path)
+    with pytest.raises(ConfigError, match="marginn"):
+        eng.run_round(make_pool(X, y, []), strategy="marginn")
+    assert store.summary()["rounds"] == 0
+
+
+def test_committee_strategy_uses_the_committee(tmp_path):
+    X, y = blobs()
+    eng, _ = engine(tmp_path, **{"seeding.min_cluster_coverage": 0.0, "strategy.name": "vote_entropy"})
+    r = eng.run_round(make_pool(X, y, [0, 1, 2, 40, 41, 42, 80, 81, 82]))
+    assert r.strategy == "vote_entropy" and "vote_entropy" in r.components
+    ve = r.components["vote_entropy"]
+    assert ve[: r.batch_size].min() >= ve[r.batch_size :].max() - 1e-12  # the batch is the top by vote entropy
+    assert ve.min() >= 0 and ve.max() <= np.log(3) + 1e-9
