@@ -344,19 +344,15 @@ def list_strategies_cmd() -> None:
 
 def _register_features() -> None:
     """Feature commands live in their own modules."""
-    import importlib
+    from . import argilla as argilla_cli
+    from . import bench as bench_cli
+    from . import serve as serve_cli
+    from . import simulate as simulate_cli
 
-    for name in ("bench", "serve", "simulate", "argilla"):
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as e:  # TODO(lead): strict once every feature module has landed
-            if e.name != f"{__package__}.{name}":
-                raise
-            continue
-        if name == "bench":
-            app.add_typer(module.bench_app, name="bench", help="Benchmarks that print ratios against a reference measured in the same run.")
-        else:
-            module.register(app)
+    app.add_typer(bench_cli.bench_app, name="bench", help="Benchmarks that print ratios against a reference measured in the same run.")
+    serve_cli.register(app)
+    simulate_cli.register(app)
+    argilla_cli.register(app)
 
 
 _register_features()
