@@ -3,7 +3,7 @@
     [embedding]   model, batch_size, device, normalize
     [head]        class_weight, calibrate, committee_size
     [strategy]    name, batch_size, epsilon, outlier_quantile, m_factor, alpha, beta, seed
-    [seeding]     n_clusters, min_labels_per_class, min_cluster_coverage
+    [seeding]     n_clusters, min_labels_per_class, min_cluster_coverage, max_labels
     [state]       path
     [file]        input, output, labels, text_field, id_field, label_field, vectors, vectors_field, labels_fixed
     [labelstudio] url, api_key, project, text_key, from_name, prune_old_versions, timeout, retries
@@ -64,6 +64,7 @@ class SeedingConfig:
     n_clusters: int = 0  # 0 = chosen from the pool size
     min_labels_per_class: int = 2
     min_cluster_coverage: float = 0.8  # fraction of clusters that need at least one label
+    max_labels: int = 0  # seeding ends at this many labels whatever the coverage (0 = 5 x clusters)
 
 
 @dataclass
@@ -268,6 +269,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"[head] committee_size must be >= 0, got {cfg.head.committee_size}")
     if cfg.seeding.min_labels_per_class < 0:
         raise ConfigError("[seeding] min_labels_per_class must be >= 0")
+    if cfg.seeding.max_labels < 0:
+        raise ConfigError("[seeding] max_labels must be >= 0")
     if not 0.0 <= cfg.seeding.min_cluster_coverage <= 1.0:
         raise ConfigError("[seeding] min_cluster_coverage must be in [0, 1]")
     if cfg.embedding.batch_size < 1:

@@ -118,9 +118,10 @@ class Engine:
             raise EmptyPoolError(f"{pool.source}: every task is labeled; nothing left to prioritise")
         k = min(batch_size or cfg.strategy.batch_size, unlabeled_idx.size)
         name = strategy or cfg.strategy.name
+        resolved = name
         if name != SEED_STRATEGY:
             try:
-                strategies.resolve_name(name)
+                resolved = strategies.resolve_name(name)
             except ValueError as e:
                 raise ConfigError(f"--strategy / [strategy] name: {e}") from None
 
@@ -180,7 +181,11 @@ class Engine:
         covered = np.unique(cluster[labeled_idx]).size if labeled_idx.size else 0
         coverage = covered / n_clusters
         classes_ready = len(counts) >= 2 and all(counts.get(c, 0) >= cfg.seeding.min_labels_per_class for c in known_classes)
-        ready = classes_ready and coverage >= cfg.seeding.min_cluster_coverage
+        # a class nobody has found yet must not keep a project seeding forever: past max_labels, the model leads
+        max_seed_labels = cfg.seeding.max_labels or 5 * n_clusters
+        ready = (classes_ready and coverage >= cfg.seeding.min_cluster_coverage) or (
+            len(counts) >= 2 and labeled_idx.size >= max_seed_labels
+        )
         if name == SEED_STRATEGY:
             phase = "seed"
         elif name == "random":
@@ -199,7 +204,7 @@ class Engine:
                 class_weight=None if cfg.head.class_weight == "none" else cfg.head.class_weight,
                 calibrate=cfg.head.calibrate,
                 # the bootstrap committee costs ~20 % of a fit: only the committee strategies need it
-                committee_size=cfg.head.committee_size if name != SEED_STRATEGY and strategies.resolve_name(name) in COMMITTEE_STRATEGIES else 0,
+                committee_size=cfg.head.committee_size if resolved in COMMITTEE_STRATEGIES else 0,
                 random_state=cfg.strategy.seed,
             ).fit(X[labeled_idx], labels_l)
             if not head.is_fitted:
@@ -207,8 +212,10 @@ class Engine:
         X_u = X[unlabeled_idx]  # the one copy of the unlabeled rows (1.5 GB at 1M x 384)
         if head is not None:
             probs_u = head.predict_proba(X_u)
-            if phase == "model" and name in COMMITTEE_STRATEGIES and cfg.head.committee_size > 1:
+            if phase == "model" and resolved in COMMITTEE_STRATEGIES and cfg.head.committee_size > 1:
                 committee_u = head.committee_proba(X_u)
+        if head is None and phase == "model" and name != "random":
+            phase = "seed"  # no usable model (e.g. a class with a single example): keep seeding
         timings["head_s"] = time.perf_counter() - t
 
         # --- selection: the same inputs seed the same generator, so a repeated round gives the same batch

@@ -160,3 +160,15 @@ def test_committee_strategy_uses_the_committee(tmp_path):
     ve = r.components["vote_entropy"]
     assert ve[: r.batch_size].min() >= ve[r.batch_size :].max() - 1e-12  # the batch is the top by vote entropy
     assert ve.min() >= 0 and ve.max() <= np.log(3) + 1e-9
+
+
+def test_seeding_gives_way_to_the_model_past_max_labels(tmp_path):
+    X, y = blobs()
+    # a fixed label set with a class nobody has labeled: classes are never "ready"
+    eng, _ = engine(tmp_path, **{"seeding.min_cluster_coverage": 0.0, "seeding.max_labels": 12})
+    few = [0, 1, 40, 41]
+    assert eng.run_round(make_pool(X, y, few), label_set=["c0", "c1", "c2", "c3"]).strategy == "seed"
+    enough = few + [2, 3, 4, 5, 42, 43, 44, 45]
+    pool = make_pool(X, y, enough)
+    pool.labels = [lab if lab != "c2" else None for lab in pool.labels]
+    assert eng.run_round(pool, label_set=["c0", "c1", "c2", "c3"]).strategy == "margin"
