@@ -273,3 +273,33 @@ def test_systemd_units_write_state_only_where_they_may():
             state = _flag(inv.args, "--state")
             assert state and state.startswith("/"), f"{unit}: pass an absolute --state (the working directory is read-only)"
             assert any(state.startswith(w.rstrip("/") + "/") for w in writable), f"{unit}: {state} not in {writable}"
+
+
+DOCS = [DEPLOY.parent / "README.md", *sorted((DEPLOY.parent / "docs").glob("*.md")), *sorted(DEPLOY.rglob("*.md"))]
+
+
+def doc_invocations(path: Path) -> list[Invocation]:
+    """al-backend command lines inside the fenced bash/sh/cron blocks of a Markdown page."""
+    out, block, lang, start = [], None, "", 0
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith("```"):
+            if block is None:
+                block, lang, start = [], line[3:].strip(), n
+            else:
+                if lang in {"bash", "sh", "shell", "cron"}:
+                    out += shell_invocations("\n".join(block), f"{path.name}:block at line {start}")
+                block = None
+        elif block is not None and not line.lstrip().startswith("docker "):  # `docker compose logs al-backend`
+            block.append(line)
+    return out
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(DEPLOY.parent)))
+def test_documented_commands_exist_in_the_cli(doc):
+    for inv in doc_invocations(doc):
+        check_against_cli(inv)
+
+
+def test_the_readme_documents_the_main_commands():
+    seen = {inv.args[0] for inv in doc_invocations(DEPLOY.parent / "README.md") if inv.args}
+    assert {"prioritize", "status", "serve", "simulate", "bench", "argilla"} <= seen
