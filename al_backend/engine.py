@@ -138,6 +138,18 @@ class Engine:
             (np.nan if rec is None or rec[2] is None else rec[2] for rec in known), dtype=np.float64, count=len(pool)
         )
         seeded_before = np.fromiter((0 if rec is None else rec[4] for rec in known), dtype=np.int64, count=len(pool))
+        before = {
+            "known": np.fromiter((rec is not None for rec in known), dtype=bool, count=len(pool)),
+            "label_same": np.fromiter(
+                (rec is not None and rec[3] == lab for rec, lab in zip(known, pool.labels)), dtype=bool, count=len(pool)
+            ),
+            "cluster": cluster.copy(),
+            "density": density.copy(),
+            "seeded": seeded_before,
+        }
+        ids_now = set(pool.ids)
+        gone = [tid for tid in items if tid not in ids_now]
+        del items, known, ids_now  # ~0.5 GB of Python objects at 1M rows; what the record needs is in `before`
 
         centroids = self.store.get_array("centroids")
         if centroids is not None and centroids.shape[1] != X.shape[1]:
@@ -261,6 +273,9 @@ class Engine:
             primary = strategies.primary_score(name, components, unlabeled_idx.size, rng)
             strategy_used = strategies.resolve_name(name)
         order = strategies.full_order(np.asarray(batch, dtype=np.int64), primary)
+        # the unlabeled copy (1.5 GB at 1M x 384) is done with: free it before the ranking and the record
+        del X_u
+        ctx = None
         timings["select_s"] = time.perf_counter() - t
 
         n_u = unlabeled_idx.size
@@ -320,34 +335,36 @@ class Engine:
             metrics["head"] = head.summary() if hasattr(head, "summary") else {}
         if dry_run:
             return ranking
+        if not need_density:
+            density[fresh] = np.nan  # a stored density of changed text is stale; recomputed when a strategy needs it
         self._record(
-            items, pool, hashes, fresh, cluster, density if need_density else None, centroids, new_clusters, ranking,
-            seeded_before, phase, head, metrics, started, X.shape[1],
+            before, gone, pool, hashes, fresh, cluster, density, centroids, new_clusters, ranking,
+            phase, head, metrics, started, X.shape[1],
         )
         return ranking
 
     def _record(
-        self, items: dict, pool: Pool, hashes, fresh, cluster, density, centroids, new_clusters, ranking: Ranking,
-        seeded_before, phase, head, metrics, started, dim,
+        self, before: dict[str, np.ndarray], gone: list[str], pool: Pool, hashes, fresh, cluster, density, centroids,
+        new_clusters, ranking: Ranking, phase, head, metrics, started, dim,
     ) -> None:
         store = self.store
-        in_batch = set(ranking.ids[: ranking.batch_size])
-        now_seeded = seeded_before.copy()
+        now_seeded = before["seeded"].copy()
         if phase == "seed":
             pos = {tid: i for i, tid in enumerate(pool.ids)}
-            for tid in in_batch:
+            for tid in ranking.ids[: ranking.batch_size]:
                 now_seeded[pos[tid]] = 1
-        # rows that changed since the stored items: new text, new cluster, new label, new density, new seed flag
-        rows = []
-        for i, tid in enumerate(pool.ids):
-            rec = items.get(tid)
-            dens = None if density is None or np.isnan(density[i]) else float(density[i])
-            if rec is not None and dens is None:
-                dens = rec[2] if not fresh[i] else None
-            new = (hashes[i], int(cluster[i]), dens, pool.labels[i], int(now_seeded[i]))
-            if rec is None or rec != new:
-                rows.append((tid, *new, ranking.round_id))
-        gone = set(items) - set(pool.ids)
+        # only rows that changed since the stored items: new task or text, new cluster, label, density or seed flag
+        nan_now, nan_before = np.isnan(density), np.isnan(before["density"])
+        density_changed = (nan_now != nan_before) | (~nan_now & ~nan_before & (density != before["density"]))
+        changed = (
+            ~before["known"] | fresh | ~before["label_same"] | (cluster != before["cluster"])
+            | (now_seeded != before["seeded"]) | density_changed
+        )
+        rows = [
+            (pool.ids[i], hashes[i], int(cluster[i]), None if nan_now[i] else float(density[i]), pool.labels[i],
+             int(now_seeded[i]), ranking.round_id)
+            for i in np.flatnonzero(changed)
+        ]
         with store.transaction() as c:
             if new_clusters:
                 store.put_array("centroids", centroids)

@@ -172,3 +172,28 @@ def test_seeding_gives_way_to_the_model_past_max_labels(tmp_path):
     pool = make_pool(X, y, enough)
     pool.labels = [lab if lab != "c2" else None for lab in pool.labels]
     assert eng.run_round(pool, label_set=["c0", "c1", "c2", "c3"]).strategy == "margin"
+
+
+def test_items_track_labels_text_changes_and_removals(tmp_path):
+    from al_backend.embedding import text_hash
+
+    X, y = blobs()
+    eng, store = engine(tmp_path, **{"strategy.name": "margin_density", "seeding.min_cluster_coverage": 0.0})
+    pool = make_pool(X, y, [0, 1, 40, 41, 80, 81])
+    eng.run_round(pool)
+    first = store.load_items()
+    assert all(first[t][2] is not None for t in pool.ids)  # density cached for every item
+    # next round: t5 labeled, t7's text edited, t9 deleted from the tool
+    keep = [i for i in range(len(X)) if i != 9]
+    pool2 = make_pool(X[keep], [y[i] for i in keep], [], ids=[f"t{i}" for i in keep])
+    pool2.labels = [pool.labels[i] for i in keep]
+    pool2.labels[5] = y[5]
+    pool2.texts[keep.index(7)] = "an edited text"
+    eng.run_round(pool2)
+    items = store.load_items()
+    assert "t9" not in items and len(items) == len(keep)
+    assert items["t5"][3] == y[5] and items["t0"][3] == y[0] and items["t6"][3] is None
+    assert items["t7"][0] == text_hash("an edited text") and items["t7"][0] != first["t7"][0]
+    assert items["t8"][2] == first["t8"][2]  # unchanged text keeps its cached density
+    assert items["t7"][2] is not None  # recomputed for the edited text
+    assert store.summary()["labeled"] == 7
