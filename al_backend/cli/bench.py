@@ -161,3 +161,39 @@ def predict_cmd(
                     f"target p99 < {result['target_p99_ms']:.0f} ms with no errors: {verdict}")
     if load["error_examples"]:
         Console().print(f"errors, e.g.: {load['error_examples'][0]}", highlight=False)
+
+
+@bench_app.command("round")
+def round_cmd(
+    pool_size: int = typer.Option(1_000_000, "--pool-size", min=2, help="Tasks in the synthetic pool."),
+    dim: int = typer.Option(384, "--dim", min=1, help="Embedding dimensions."),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Batch size of each round."),
+    labeled: int = typer.Option(300, "--labeled", min=2, help="Labeled tasks (spread over --classes)."),
+    classes: int = typer.Option(5, "--classes", min=2, help="Classes among the labeled tasks."),
+    strategy: str = typer.Option("default", "--strategy", help="Strategy to run (margin_density adds kNN density)."),
+    rounds: int = typer.Option(2, "--rounds", min=1, help="Rounds to run; the last is the steady state."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Whole prioritisation rounds from cached vectors (validate, cluster, fit, score, select, record the state),
+    next to one scoring pass of the head over the pool measured in the same run.
+
+    Example:  al-backend bench round --pool-size 1000000 --batch-size 1000
+    """
+    from ..bench.round import bench_round
+
+    result = bench_round(pool_size, dim, batch_size, labeled, classes, strategy, rounds)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title=f"engine rounds: {pool_size:,} x {dim}, batch {batch_size}, {result['strategy']}")
+    for col in ("round", "total s", "embed s", "clusters s", "density s", "head s", "select s"):
+        table.add_column(col, justify="right")
+    for r in result["rounds"]:
+        table.add_row(str(r["round"]), f"{r['seconds']:.2f}", *(f"{r.get(k, 0):.2f}" for k in
+                      ("embed_s", "clusters_s", "density_s", "head_s", "select_s")))
+    out = Console()
+    out.print(table)
+    out.print(
+        f"reference, one scoring pass of the head over the pool: {result['reference_scoring_pass_s']:.2f} s; "
+        f"steady round = {result['steady_round_vs_reference']:.1f}x that; peak memory {result['peak_rss_mb']:.0f} MB"
+    )
