@@ -352,7 +352,7 @@ class ArgillaConnector:
 
     def pull(self) -> Pool:
         """Every record: completed ones with their majority label, pending ones unlabeled."""
-        ds = self.dataset
+        self.dataset  # look the dataset up first: a missing one is a clear error before any paging
         labels_order = {lab: i for i, lab in enumerate(self.label_set() or [])}
         ids: list[str] = []
         texts: list[str] = []

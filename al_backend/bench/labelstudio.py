@@ -131,7 +131,7 @@ def bench_labelstudio(url: str, token: str, n: int = 10000, *, repeats: int = 2,
         log(f"push {n}: raw {out['push']['raw_s']:.2f} s, connector {out['push']['connector_s']:.2f} s "
             f"-> {out['push']['ratio']:.2f}x")
         t = time.perf_counter()
-        conn._delete_version(f"al-bench-0")
+        conn._delete_version("al-bench-0")
         out["prune_one_version_s"] = time.perf_counter() - t
         log(f"housekeeping: deleting one old version of {n} predictions took {out['prune_one_version_s']:.1f} s "
             "(Label Studio deletes row by row)")

@@ -117,7 +117,7 @@ def test_new_tasks_join_existing_clusters(tmp_path):
     eng, store = engine(tmp_path)
     eng.run_round(make_pool(X[:100], y[:100], []))
     centroids = store.get_array("centroids")
-    r = eng.run_round(make_pool(X, y, []))
+    eng.run_round(make_pool(X, y, []))
     assert np.array_equal(store.get_array("centroids"), centroids)  # not refitted
     items = store.load_items()
     new_ids = [f"t{i}" for i in range(100, 120)]
