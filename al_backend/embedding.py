@@ -137,27 +137,33 @@ class Embedder:
         return np.concatenate(out)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embeddings for texts, (n, d) float32; only texts missing from the cache reach the model."""
+        """Embeddings for texts, (n, d) float32; only texts missing from the cache reach the model.
+
+        Cached rows are written straight into the output array (no per-row objects), so a 1M-row pool from
+        the cache holds one (n, d) array, not three."""
         hashes = [text_hash(t) for t in texts]
-        cached: dict[bytes, np.ndarray] = {}
-        if self.store is not None:
-            cached = self.store.get_embeddings(self.model_id, hashes)
-        missing: dict[bytes, str] = {}
-        for h, t in zip(hashes, texts):
-            if h not in cached and h not in missing:
-                missing[h] = t
-        if missing:
+        dim = self.store.embedding_dim(self.model_id) if self.store is not None else None
+        if dim is None:
+            if not texts:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            dim = self.dim
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        found = (
+            self.store.fill_embeddings(self.model_id, hashes, out)
+            if self.store is not None
+            else np.zeros(len(texts), dtype=bool)
+        )
+        if not found.all():
+            missing: dict[bytes, list[int]] = {}
+            for i in np.flatnonzero(~found):
+                missing.setdefault(hashes[i], []).append(int(i))
             miss_hashes = list(missing)
-            miss_texts = [missing[h] for h in miss_hashes]
-            new = self._encode_with_progress(miss_texts)
-            # Commit in slices as they are computed would be nicer for huge pools; one write is atomic.
+            new = self._encode_with_progress([texts[missing[h][0]] for h in miss_hashes])
             if self.store is not None:
                 self.store.put_embeddings(self.model_id, miss_hashes, new)
-            for i, h in enumerate(miss_hashes):
-                cached[h] = new[i]
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([cached[h] for h in hashes]).astype(np.float32, copy=False)
+            for row, h in enumerate(miss_hashes):
+                out[missing[h]] = new[row]
+        return out
 
     def _encode_with_progress(self, texts: list[str]) -> np.ndarray:
         if not self.progress or len(texts) < 256:

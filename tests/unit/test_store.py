@@ -118,3 +118,54 @@ def test_embedding_cache_returns_identical_vectors(tmp_path_factory, texts, seed
     assert len(got) == len(texts)
     for h, v in zip(hashes, vectors):
         assert got[h].tobytes() == v.tobytes()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 12), min_size=1, max_size=40), st.sets(st.integers(0, 12)))
+def test_fill_embeddings_matches_a_dict_lookup(tmp_path_factory, keys, cached_keys):
+    """Rows (with repeats) filled in place equal a slow dict lookup; missing rows are reported, untouched."""
+    path = tmp_path_factory.mktemp("fill") / "s.sqlite"
+    vec = {k: np.full(3, k + 0.5, dtype=np.float32) for k in range(13)}
+    h = {k: k.to_bytes(16, "big") for k in range(13)}
+    with Store.open(path) as s:
+        if cached_keys:
+            ks = sorted(cached_keys)
+            s.put_embeddings("m", [h[k] for k in ks], np.stack([vec[k] for k in ks]))
+        out = np.full((len(keys), 3), -1.0, dtype=np.float32)
+        found = s.fill_embeddings("m", [h[k] for k in keys], out)
+    for i, k in enumerate(keys):
+        assert found[i] == (k in cached_keys)
+        assert np.array_equal(out[i], vec[k] if k in cached_keys else np.full(3, -1.0, dtype=np.float32))
+
+
+def test_fill_embeddings_refuses_a_dimension_mismatch(tmp_path):
+    with Store.open(tmp_path / "s.sqlite") as s:
+        s.put_embeddings("m", [b"a" * 16], np.ones((1, 4), dtype=np.float32))
+        assert s.embedding_dim("m") == 4 and s.embedding_dim("other") is None
+        with pytest.raises(StateError, match="4 dimensions, expected 3"):
+            s.fill_embeddings("m", [b"a" * 16], np.zeros((1, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("scan_min", [0, 10**9], ids=["sequential-scan", "keyed-lookups"])
+def test_fill_embeddings_both_read_paths_agree(tmp_path, monkeypatch, scan_min):
+    import al_backend.store as store_mod
+
+    monkeypatch.setattr(store_mod, "SCAN_MIN_ROWS", scan_min)
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(50, 4)).astype(np.float32)
+    hashes = [i.to_bytes(16, "big") for i in range(50)]
+    with Store.open(tmp_path / "s.sqlite") as s:
+        s.put_embeddings("m", hashes[:40], vectors[:40])
+        s.put_embeddings("other", hashes[:40], vectors[:40] + 1)  # another model's rows must not leak in
+        idx = [5, 5] + list(range(45))  # most of the cache, so the scan path is taken when allowed
+        out = np.zeros((len(idx), 4), dtype=np.float32)
+        statements = []
+        s.conn.set_trace_callback(statements.append)
+        found = s.fill_embeddings("m", [hashes[i] for i in idx], out)
+        s.conn.set_trace_callback(None)
+    keyed = any("text_hash IN (" in q for q in statements)
+    assert keyed == (scan_min > 0)  # the path under test was really taken
+    assert found.tolist() == [i < 40 for i in idx]
+    for row, i in enumerate(idx):
+        expected = vectors[i] if i < 40 else np.zeros(4, dtype=np.float32)
+        assert np.array_equal(out[row], expected)
