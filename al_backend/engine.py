@@ -283,7 +283,6 @@ class Engine:
         ids = [pool.ids[i] for i in ranked_rows]
         priority = Ranking.priorities(n_u)
         comp_ranked = {key: np.asarray(val, dtype=np.float64)[order] for key, val in components.items()}
-        comp_ranked["cluster"] = cluster[ranked_rows].astype(np.float64)
         if need_density:
             comp_ranked.setdefault("density", density[ranked_rows])
         if head is not None:
@@ -398,7 +397,7 @@ class Engine:
                 "INSERT INTO selections VALUES (?, ?, ?, ?, ?)",
                 (
                     (ranking.round_id, i, ranking.ids[i], float(ranking.priority[i]),
-                     _json({k: _clean(v[i]) for k, v in ranking.components.items()}))
+                     _json({"cluster": int(ranking.cluster[i]), **{k: _clean(v[i]) for k, v in ranking.components.items()}}))
                     for i in range(ranking.batch_size)
                 ),
             )

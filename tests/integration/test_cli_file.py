@@ -33,6 +33,7 @@ def test_quickstart_as_in_readme(tmp_path):
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
     assert sum(r["in_batch"] for r in rows) == 5 and all(r["in_batch"] for r in rows[:5])
     assert all(a["priority"] > b["priority"] for a, b in zip(rows, rows[1:]))
+    assert all(isinstance(r["cluster"], int) and r["cluster"] >= 0 for r in rows)
 
     status = json.loads(run("status", "--state", ".al-state/tasks.sqlite", "--json", cwd=tmp_path).stdout)
     assert status["pool_size"] == len(tasks) and status["labeled"] == len(tasks) - len(unlabeled)
