@@ -509,3 +509,21 @@ async def _json(request: Request) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def wait_healthy(url: str, proc: Any = None, timeout: float = 60.0, interval: float = 0.2) -> bool:
+    """Poll `url`/health until it answers 200 (True), or the process `proc` exits or `timeout` passes (False).
+
+    For whoever starts `al-backend serve` as a subprocess: the load benchmark and the tests."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+            return False
+        time.sleep(interval)

@@ -186,20 +186,16 @@ class Store:
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # ---------------------------------------------------------------- embedding cache
-    def get_embeddings(self, model: str, hashes: Sequence[bytes], dim: int | None = None) -> dict[bytes, np.ndarray]:
-        """Cached vectors for the given text hashes (missing ones absent from the result)."""
-        found: dict[bytes, np.ndarray] = {}
-        unique = list(dict.fromkeys(hashes))
-        for start in range(0, len(unique), _IN_CHUNK):
-            chunk = unique[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"SELECT text_hash, vector FROM embeddings WHERE model=? AND text_hash IN ({marks})",
-                (model, *chunk),
-            )
-            for h, blob in rows:
-                found[h] = np.frombuffer(blob, dtype="<f4")
-        return found
+    def get_embeddings(self, model: str, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """Cached vectors for the given text hashes (missing ones absent from the result). For a few vectors;
+        a pool reads its vectors with `fill_embeddings`, into one array."""
+        wanted = set(hashes)
+        return {
+            h: np.frombuffer(blob, dtype="<f4")
+            for rows in self._cached_rows(model, list(dict.fromkeys(hashes)))
+            for h, blob in rows
+            if h in wanted
+        }
 
     def embedding_dim(self, model: str) -> int | None:
         """Dimension of the model's cached vectors, None when nothing is cached for it."""
@@ -504,7 +500,3 @@ def project_lock(state_path: str | Path, wait: float = 0.0) -> Iterator[None]:
     finally:
         os.close(fd)  # closing releases the flock
 
-
-def iter_chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]

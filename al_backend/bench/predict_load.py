@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 import httpx
 import numpy as np
 
+from ..server import wait_healthy
+
 DEFAULT_TASKS = Path(__file__).resolve().parents[2] / "examples" / "tasks.jsonl"
 TARGET_P99_S = 0.5
 
@@ -217,16 +219,8 @@ def _start_own_server(work: Path, tasks_file: Path, project: int, log: Callable[
         cwd=work, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"al-backend serve did not start:\n{log_path.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.2)
+    if not wait_healthy(url, proc, timeout=60):
+        proc.kill()
+        raise RuntimeError(f"al-backend serve did not start:\n{log_path.read_text(errors='replace')[-2000:]}")
     log(f"al-backend serve on {url} (project {project}, classes {', '.join(classes)})")
     return url, proc, classes

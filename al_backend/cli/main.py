@@ -125,6 +125,12 @@ def build_config(config: Optional[Path], source: str, **flags: Any) -> Config:
 
 
 # ---------------------------------------------------------------------- shared options
+SourceOpt = typer.Option("file", "--source", "-s", help="Where tasks live: file, labelstudio or argilla.")
+InputOpt = typer.Option(None, "--input", "-i", help="[file] tasks: .jsonl, .csv or .parquet with id, text[, label].")
+OutputOpt = typer.Option(None, "--output", "-o", help="[file] where to write the ranking (.jsonl, .csv, .parquet).")
+ProjectOpt = typer.Option(None, "--project", help="[labelstudio] project id.")
+DatasetOpt = typer.Option(None, "--dataset", help="[argilla] dataset name.")
+WorkspaceOpt = typer.Option(None, "--workspace", help="[argilla] workspace name.")
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration file (see deploy/al.example.toml).")
 StateOpt = typer.Option(None, "--state", help="Project state file (SQLite). Default: .al-state/<project>.sqlite")
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
@@ -143,14 +149,14 @@ LogOpt = typer.Option("text", "--log-format", help="Log lines as 'text' or 'json
     )
 )
 def prioritize(
-    source: str = typer.Option("file", "--source", "-s", help="Where tasks live: file, labelstudio or argilla."),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="[file] tasks: .jsonl, .csv or .parquet with id, text[, label]."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="[file] where to write the ranking (.jsonl, .csv, .parquet)."),
+    source: str = SourceOpt,
+    input: Optional[Path] = InputOpt,
+    output: Optional[Path] = OutputOpt,
     labels: Optional[Path] = typer.Option(None, "--labels", help="[file] a separate file of id,label that overrides the input's labels."),
     vectors: Optional[Path] = typer.Option(None, "--vectors", help="[file] precomputed embeddings (.npy, one row per input row): skips the model."),
-    project: Optional[int] = typer.Option(None, "--project", help="[labelstudio] project id."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="[argilla] dataset name."),
-    workspace: Optional[str] = typer.Option(None, "--workspace", help="[argilla] workspace name."),
+    project: Optional[int] = ProjectOpt,
+    dataset: Optional[str] = DatasetOpt,
+    workspace: Optional[str] = WorkspaceOpt,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-k", help="How many tasks form the batch to label next."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Selection strategy (see `al-backend strategies`); 'default' is the measured best."),
     epsilon: Optional[float] = typer.Option(None, "--epsilon", help="Fraction of the batch replaced by random exploration picks (0..1)."),
@@ -201,12 +207,12 @@ def prioritize(
 
 @app.command(epilog="Example:\n\n  al-backend seed --input examples/tasks.jsonl --output seeds.jsonl --batch-size 10")
 def seed(
-    source: str = typer.Option("file", "--source", "-s", help="file, labelstudio or argilla."),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="[file] tasks file."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="[file] where to write the ranking."),
-    project: Optional[int] = typer.Option(None, "--project", help="[labelstudio] project id."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="[argilla] dataset name."),
-    workspace: Optional[str] = typer.Option(None, "--workspace", help="[argilla] workspace name."),
+    source: str = SourceOpt,
+    input: Optional[Path] = InputOpt,
+    output: Optional[Path] = OutputOpt,
+    project: Optional[int] = ProjectOpt,
+    dataset: Optional[str] = DatasetOpt,
+    workspace: Optional[str] = WorkspaceOpt,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-k", help="How many seed tasks to pick."),
     state: Optional[Path] = StateOpt,
     config: Optional[Path] = ConfigOpt,
@@ -284,11 +290,11 @@ def status(
 
 @app.command(epilog="Example:\n\n  al-backend embed --input examples/tasks.jsonl")
 def embed(
-    source: str = typer.Option("file", "--source", "-s", help="file, labelstudio or argilla."),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="[file] tasks file."),
-    project: Optional[int] = typer.Option(None, "--project", help="[labelstudio] project id."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="[argilla] dataset name."),
-    workspace: Optional[str] = typer.Option(None, "--workspace", help="[argilla] workspace name."),
+    source: str = SourceOpt,
+    input: Optional[Path] = InputOpt,
+    project: Optional[int] = ProjectOpt,
+    dataset: Optional[str] = DatasetOpt,
+    workspace: Optional[str] = WorkspaceOpt,
     model: Optional[str] = typer.Option(None, "--model", help="sentence-transformers model name or path."),
     state: Optional[Path] = StateOpt,
     config: Optional[Path] = ConfigOpt,
@@ -297,14 +303,13 @@ def embed(
 ) -> None:
     """Warm the embedding cache: embed every task not cached yet (later rounds then start at once)."""
     setup_logging("text")
-    from connectors import make_connector
-
     from ..embedding import Embedder
+    from ..runner import make_source
     from ..store import Store, project_lock
 
     try:
         cfg = build_config(config, source, input=input, project=project, dataset=dataset, workspace=workspace, model=model, state=state)
-        connector = make_connector(source, cfg, skip_invalid=skip_invalid) if source == "file" else make_connector(source, cfg)
+        connector = make_source(cfg, source, skip_invalid=skip_invalid)
         pool = connector.pull()
         pool.validate()
         t0 = time.perf_counter()

@@ -23,9 +23,9 @@ import pytest
 
 from al_backend.errors import LockedError, StateError
 from al_backend.store import Store
-from tests.integration.test_faults_labelstudio import N_TASKS, assert_served_exactly
-from tests.services.faultproxy import FaultProxy, Rule, al_backend_cmd, cli_env, prefill_embeddings
-from tests.services.labelstudio import BBC_CLASSES
+# the Label Studio fault tests' project (60 BBC paragraphs, 10 annotated, embeddings cached) and proxy
+from tests.integration.test_faults_labelstudio import N_TASKS, assert_served_exactly, project, proxy  # noqa: F401
+from tests.services.faultproxy import Rule, al_backend_cmd, cli_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ROOT / "examples" / "tasks.jsonl"
@@ -33,24 +33,6 @@ IMPORT = r"/import/predictions$"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-@pytest.fixture
-def ls_project(label_studio, bbc_texts, tmp_path):
-    rows = bbc_texts[:N_TASKS]
-    pid = label_studio.create_project(BBC_CLASSES, title=f"state {tmp_path.name[-20:]}")
-    ids = label_studio.import_tasks(pid, [t for t, _ in rows])
-    for tid, (_, cls) in list(zip(ids, rows))[:10]:
-        label_studio.annotate(tid, cls)
-    state = tmp_path / "state.sqlite"
-    prefill_embeddings(state, [t for t, _ in rows], [c for _, c in rows])
-    return {"id": pid, "ids": ids, "rows": rows, "state": state, "labeled": set(ids[:10])}
-
-
-@pytest.fixture
-def proxy(label_studio):
-    with FaultProxy(label_studio.url) as p:
-        yield p
-
-
 def ls_args(project, *extra: str) -> list[str]:
     return al_backend_cmd("prioritize", "--source", "labelstudio", "--project", str(project["id"]),
                           "--state", str(project["state"]), "--batch-size", "10", "--log-format", "json", *extra)
@@ -69,73 +51,73 @@ def integrity(state: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- kill -9
-def test_kill_9_while_pulling_leaves_the_state_intact_and_the_rerun_completes(label_studio, ls_project, proxy, tmp_path):
+def test_kill_9_while_pulling_leaves_the_state_intact_and_the_rerun_completes(label_studio, project, proxy, tmp_path):
     env = cli_env(LABEL_STUDIO_URL=proxy.url, LABEL_STUDIO_API_KEY=label_studio.legacy_token)
     proxy.add(Rule(action="delay", seconds=2.0, method="GET", path=r"^/api/tasks", count=1))
-    proc = start(ls_args(ls_project), env, tmp_path / "killed.log")
+    proc = start(ls_args(project), env, tmp_path / "killed.log")
     proxy.wait_for("GET", r"^/api/tasks", timeout=60)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(10) == -signal.SIGKILL
-    assert integrity(ls_project["state"]) == "ok"
-    with Store.open(ls_project["state"], create=False) as store:
+    assert integrity(project["state"]) == "ok"
+    with Store.open(project["state"], create=False) as store:
         assert store.rounds() == [] and store.embedding_count() == N_TASKS  # the cache survived, nothing half-written
 
-    done = subprocess.run(ls_args(ls_project, "--json"), env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(ls_args(project, "--json"), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr  # the kernel released the dead run's lock
     assert json.loads(done.stdout)["round"] == 1
-    assert_served_exactly(label_studio, ls_project, 1)
+    assert_served_exactly(label_studio, project, 1)
 
 
-def test_kill_9_while_pushing_then_rerun_completes_without_duplicates(label_studio, ls_project, proxy, tmp_path):
+def test_kill_9_while_pushing_then_rerun_completes_without_duplicates(label_studio, project, proxy, tmp_path):
     """Killed while Label Studio is still taking the import: it lands after the process died."""
     env = cli_env(LABEL_STUDIO_URL=proxy.url, LABEL_STUDIO_API_KEY=label_studio.legacy_token)
     proxy.add(Rule(action="delay", seconds=2.0, method="POST", path=IMPORT, count=1))
-    proc = start(ls_args(ls_project), env, tmp_path / "killed.log")
+    proc = start(ls_args(project), env, tmp_path / "killed.log")
     proxy.wait_for("POST", IMPORT, timeout=60)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(10) == -signal.SIGKILL
     proxy.wait_outcome("delay:client-gone")  # Label Studio applied the import of a dead client
-    assert integrity(ls_project["state"]) == "ok"
-    with Store.open(ls_project["state"], create=False) as store:
+    assert integrity(project["state"]) == "ok"
+    with Store.open(project["state"], create=False) as store:
         assert [r.round_id for r in store.rounds()] == [1]  # the round was recorded before its push began
-        target = f"Label Studio project {ls_project['id']} at {proxy.url}"
+        target = f"Label Studio project {project['id']} at {proxy.url}"
         assert store.unfinished_push(target) == (1, 0, 1)
 
-    done = subprocess.run(ls_args(ls_project, "--json"), env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(ls_args(project, "--json"), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["resumed_round"] == 1
-    assert_served_exactly(label_studio, ls_project, summary["round"])
-    status = subprocess.run(al_backend_cmd("status", "--state", str(ls_project["state"]), "--json"),
+    assert_served_exactly(label_studio, project, summary["round"])
+    status = subprocess.run(al_backend_cmd("status", "--state", str(project["state"]), "--json"),
                             env=env, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and json.loads(status.stdout)["rounds"] == summary["round"]
 
 
 # ---------------------------------------------------------------------------------------------- overlapping runs
-def test_overlapping_runs_second_exits_75_at_once_or_waits_its_turn(label_studio, ls_project, proxy, tmp_path):
+def test_overlapping_runs_second_exits_75_at_once_or_waits_its_turn(label_studio, project, proxy, tmp_path):
     env = cli_env(LABEL_STUDIO_URL=proxy.url, LABEL_STUDIO_API_KEY=label_studio.legacy_token)
     proxy.add(Rule(action="delay", seconds=5.0, method="GET", path=r"^/api/tasks", count=1))
-    first = start(ls_args(ls_project, "--json"), env, tmp_path / "first.log")
+    first = start(ls_args(project, "--json"), env, tmp_path / "first.log")
     proxy.wait_for("GET", r"^/api/tasks", timeout=60)  # the first run holds the lock, busy pulling
 
     t0 = time.monotonic()
-    second = subprocess.run(ls_args(ls_project), env=env, capture_output=True, text=True, timeout=60)
+    second = subprocess.run(ls_args(project), env=env, capture_output=True, text=True, timeout=60)
     assert second.returncode == LockedError.exit_code == 75
     assert first.poll() is None, "the second run must not wait for the first"
     assert time.monotonic() - t0 < 15
     assert "another al-backend run holds the lock" in second.stderr and f"(pid {first.pid})" in second.stderr
     assert "--wait" in second.stderr
 
-    waiting = start(ls_args(ls_project, "--json", "--wait", "120"), env, tmp_path / "waiting.log")
+    waiting = start(ls_args(project, "--json", "--wait", "120"), env, tmp_path / "waiting.log")
     out_first, _ = first.communicate(timeout=120)
     out_waiting, _ = waiting.communicate(timeout=120)
     assert first.returncode == 0 and waiting.returncode == 0, (tmp_path / "waiting.log").read_text()
     a, b = json.loads(out_first), json.loads(out_waiting)
     assert (a["round"], b["round"]) == (1, 2)
-    with Store.open(ls_project["state"], create=False) as store:
+    with Store.open(project["state"], create=False) as store:
         r1, r2 = store.rounds()
     assert r2.started_at >= r1.finished_at  # never two rounds at once
-    assert_served_exactly(label_studio, ls_project, 2)
+    assert_served_exactly(label_studio, project, 2)
 
 
 # ---------------------------------------------------------------------------------------------- corrupted / foreign state

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from al_backend.server import wait_healthy
 from al_backend.store import Store
 from connectors.labelstudio import LabelStudioConnector
 from tests.services.labelstudio import BBC_CLASSES, free_port
@@ -72,16 +73,8 @@ def backend(label_studio, tmp_path_factory):
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     b = Backend(url, proc, work, log_path)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"al-backend serve did not start:\n{b.log_tail()}")
-        time.sleep(0.3)
+    if not wait_healthy(url, proc, timeout=60):
+        raise AssertionError(f"al-backend serve did not start:\n{b.log_tail()}")
     yield b
     os.killpg(proc.pid, signal.SIGTERM)
     try:

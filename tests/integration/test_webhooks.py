@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from al_backend.server import wait_healthy
 from al_backend.store import Store
 from tests.services.faultproxy import FaultProxy, Rule, al_backend_cmd, cli_env, prefill_embeddings
 from tests.services.labelstudio import BBC_CLASSES, free_port
@@ -79,15 +80,7 @@ def hooks(label_studio, bbc_texts, tmp_path_factory):
                                 cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     serve = Serve(f"http://127.0.0.1:{port}", proc, work, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{serve.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, f"serve did not start:\n{serve.tail()}"
-            time.sleep(0.2)
+        assert wait_healthy(serve.url, proc, timeout=60), f"serve did not start:\n{serve.tail()}"
         label_studio.api("POST", "/api/ml", json={
             "url": serve.url, "project": pid, "title": "al-backend", "is_interactive": False,
             "auth_method": "BASIC_AUTH", "basic_auth_user": AL_USER, "basic_auth_pass": AL_PASS, "timeout": 100})
