@@ -33,7 +33,7 @@ import numpy as np
 from al_backend.errors import ConfigError, ConnectorError
 from al_backend.pool import Pool, Ranking
 
-from .base import PushReport
+from .base import ConnectorBase, OnChunk, PushReport
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,10 @@ class _DropSdkLogin(logging.Filter):
         return "Logged in as" not in str(record.msg)
 
 
-class ArgillaConnector:
+class ArgillaConnector(ConnectorBase):
     """One Argilla dataset. `text_field` / `question` are inferred when the dataset has exactly one
-    text field / one single-label question; `vector_field` (optional) receives the embeddings."""
+    text field / one single-label question; `vector_field` (optional) receives the embeddings, from the
+    embedder handed over by `bind()` (the round's: every text is a cache hit)."""
 
     name = "argilla"
 
@@ -89,7 +90,6 @@ class ArgillaConnector:
         vector_field: str | None = None,
         timeout: float = 120.0,
         retries: int = 3,
-        embed_texts: Callable[[Sequence[str]], np.ndarray] | None = None,
     ):
         if not api_url:
             raise ConfigError("Argilla URL missing: set ARGILLA_API_URL or [argilla] api_url")
@@ -107,10 +107,6 @@ class ArgillaConnector:
         self.vector_field_name = vector_field or None
         self.timeout = timeout
         self.retries = retries
-        # Embeddings for the vector field: set by whoever runs the round (cache hits); from_config falls
-        # back to reading the project's embedding cache.
-        self.embed_texts = embed_texts
-        self._config = None
         self._http = None
         self._client = None
         self._dataset = None
@@ -139,9 +135,7 @@ class ArgillaConnector:
             retries=getattr(section, "retries", 3),
         )
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
-        connector = cls(**kwargs)
-        connector._config = config
-        return connector
+        return cls(**kwargs)
 
     def describe(self) -> str:
         ws = f" in workspace {self.workspace_name!r}" if self.workspace_name else ""
@@ -414,17 +408,10 @@ class ArgillaConnector:
             lambda: list(ds.records(batch_size=500, with_responses=True, with_suggestions=True, with_vectors=False)),
         )
 
-    def push(
-        self,
-        ranking: Ranking,
-        vectors: np.ndarray | None = None,
-        *,
-        start_chunk: int = 0,
-        on_chunk: Callable[[int, int], None] | None = None,
-    ) -> PushReport:
+    def push(self, ranking: Ranking, start_chunk: int = 0, on_chunk: OnChunk | None = None) -> PushReport:
         """Write al_priority / al_rank / al_round / al_cluster (+ suggestion, + vector) on every ranked record.
 
-        `vectors`, aligned with ranking.ids, go to the vector field when one is configured. Records whose
+        With a vector field configured, the records' embeddings (from the bound embedder) go to it. Records whose
         metadata and suggestion already hold these values are not rewritten, so pushing a ranking again only
         writes what an interrupted push missed: `start_chunk` (the runner's resume point) is accepted but not
         needed, the bulks are formed from what is still missing. `on_chunk(done, total)` after each bulk.
@@ -434,7 +421,7 @@ class ArgillaConnector:
             self.pull()  # the record ids and their own metadata are needed to merge
         self.ensure_metadata_properties()
         question_id = str(self.dataset.settings.questions[self.question_name].id)
-        vec = self._vectors_for(ranking, vectors)
+        vec = self._vectors_for(ranking)
         agent = clean_agent(ranking.model_version)
         items, written, unchanged, missing = [], [], 0, []
         for i, rid in enumerate(ranking.ids):
@@ -560,34 +547,24 @@ class ArgillaConnector:
         self._sdk_call(f"add vector field {name!r}", create, idempotent=False)
         return True
 
-    def _vectors_for(self, ranking: Ranking, vectors: np.ndarray | None) -> np.ndarray | None:
+    def _vectors_for(self, ranking: Ranking) -> np.ndarray | None:
         if not self.vector_field_name:
             return None
-        if vectors is None:
-            vectors = self._embed_from_cache(ranking.ids)
-        vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = np.asarray(self._embed_from_cache(ranking.ids), dtype=np.float32)
         if vectors.shape[0] != len(ranking):
             raise ConnectorError(f"{self.describe()}: {vectors.shape[0]} vectors for {len(ranking)} ranked records")
         self.ensure_vector_field(int(vectors.shape[1]))
         return vectors
 
     def _embed_from_cache(self, ids: Sequence[str]) -> np.ndarray:
-        texts = self._texts_by_id(ids)
-        if self.embed_texts is not None:
-            return self.embed_texts(texts)
-        if self._config is None:
+        """The bound embedder's vectors for these records: the round just embedded their texts, so every
+        one is a cache hit and the model is not loaded."""
+        if self.embedder is None:
             raise ConnectorError(
-                f"{self.describe()}: vector field {self.vector_field_name!r} configured but no embeddings given to push()"
+                f"{self.describe()}: vector field {self.vector_field_name!r} is configured but no embedder was "
+                "bound: call connector.bind(store, embedder) before push() (the runner does)"
             )
-        # the round just embedded these texts: every one is a cache hit, the model is not loaded
-        from al_backend.embedding import Embedder
-        from al_backend.store import Store
-
-        with Store.open(self._config.state.path) as store:
-            return Embedder.from_config(self._config, store, progress=False).embed(texts)
-
-    def _texts_by_id(self, ids: Sequence[str]) -> list[str]:
-        return [self._texts[i] for i in ids]
+        return self.embedder.embed([self._texts[i] for i in ids])
 
     # ------------------------------------------------------------------ reading back
     def counters(self) -> dict[str, int]:
@@ -601,10 +578,6 @@ class ArgillaConnector:
                 submitted += int((user.get(part) or {}).get("submitted", 0))
         return {"submitted": submitted, "records": int(progress.get("total", 0)),
                 "completed": int(progress.get("completed", 0))}
-
-    def submitted_count(self) -> int:
-        """Submitted responses in the dataset, over all annotators."""
-        return self.counters()["submitted"]
 
     def search_sorted(self, *, status: str | None = "pending", by: str = "al_priority", order: str = "desc") -> list[str]:
         """Record ids in the order Argilla's search endpoint sorts them by a metadata property

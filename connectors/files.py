@@ -22,7 +22,7 @@ import numpy as np
 from al_backend.errors import InputError
 from al_backend.pool import Pool, Ranking, check_text
 
-from .base import PushReport
+from .base import ConnectorBase, OnChunk, PushReport
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield f"{path}:row {i}", row
 
 
-class FileConnector:
+class FileConnector(ConnectorBase):
     name = "file"
 
     def __init__(
@@ -244,10 +244,13 @@ class FileConnector:
             labels[index[tid]] = label
 
     # ---------------------------------------------------------------- push
-    def push(self, ranking: Ranking) -> PushReport:
+    def push(self, ranking: Ranking, start_chunk: int = 0, on_chunk: OnChunk | None = None) -> PushReport:
+        """One chunk: the whole file, replaced atomically (a resumed push writes it again)."""
         if self.output is None:
             raise InputError("the file source needs --output PATH to write the ranking")
         write_ranking(ranking, self.output)
+        if on_chunk is not None:
+            on_chunk(1, 1)
         return PushReport(pushed=len(ranking), target=str(self.output))
 
 

@@ -76,12 +76,6 @@ class HttpClient:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "HttpClient":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (1-based): full jitter on a capped exponential."""
         cap = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))

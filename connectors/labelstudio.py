@@ -11,6 +11,9 @@ database does not grow by one prediction per task per round; predictions of othe
 
 Supported labeling configs: one <Choices> (choice="single" or "multiple") over a <Text> or <HyperText>
 whose value is a task data key ("$text"). Anything else raises UnsupportedLabelConfig.
+
+`LabelStudioMLBackend` is the server's MLBackendAdapter (connectors.make_ml_backend("labelstudio")): the
+/setup and /predict payloads, task texts and prediction results in Label Studio's format.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from al_backend.errors import ConfigError, ConnectorError, InputError
 from al_backend.pool import Pool, Ranking
 
-from .base import PushReport
+from .base import ConnectorBase, OnChunk, PushReport, UnsupportedSchema
 from .http import HttpClient, HttpError
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,7 @@ OUR_VERSION_PREFIX = "al-"
 TEXT_TAGS = {"Text", "HyperText"}
 
 
-class UnsupportedLabelConfig(ConnectorError):
+class UnsupportedLabelConfig(UnsupportedSchema):
     """The project's labeling config is not one al-backend can learn from."""
 
 
@@ -66,6 +69,9 @@ class LabelConfig:
     data_key: str
     labels: tuple[str, ...]
     multiple: bool = False
+
+    def describe(self) -> str:
+        return f"<Choices name={self.from_name!r}> over <{self.object_type}> ({len(self.labels)} labels)"
 
     def result(self, label: str | None) -> list[dict[str, Any]]:
         """A prediction/annotation result selecting `label`; [] (no pre-annotation) when label is None/unknown."""
@@ -266,7 +272,7 @@ def make_auth(token: str) -> LegacyTokenAuth | PersonalAccessTokenAuth:
 
 
 # ---------------------------------------------------------------------------------------------- connector
-class LabelStudioConnector:
+class LabelStudioConnector(ConnectorBase):
     """One Label Studio project. Network calls go through connectors.http (retries, clear errors)."""
 
     name = "labelstudio"
@@ -496,8 +502,14 @@ class LabelStudioConnector:
             out.append({"task": task, "result": results[label], "score": float(score[i]), "model_version": version})
         return out
 
-    def push(self, ranking: Ranking) -> PushReport:
-        """Write the ranking as predictions of ranking.model_version and make Label Studio serve it."""
+    def push(self, ranking: Ranking, start_chunk: int = 0, on_chunk: OnChunk | None = None) -> PushReport:
+        """Write the ranking as predictions of ranking.model_version and make Label Studio serve it.
+
+        Chunks: the imports of `push_chunk` predictions each, then one last step that switches the project to
+        the new version (sampling + view); `on_chunk(done, total)` after each. A resumed push (`start_chunk`
+        > 0) keeps the chunks already imported when the version holds exactly those predictions; otherwise
+        (a chunk landed unreported, or another chunk size) it deletes the version's predictions and starts over.
+        """
         if not ranking.model_version:
             raise InputError(f"{self.describe()}: the ranking has no model_version")
         version = ranking.model_version
@@ -505,15 +517,24 @@ class LabelStudioConnector:
         project = self.project(refresh=True)
         versions = self.model_versions()
         details: dict[str, Any] = {"model_version": version, "tasks": len(ranking)}
-        unchanged = versions.get(version) == len(ranking) and len(ranking) > 0
+        n_chunks = -(-len(ranking) // self.push_chunk)
+        total = n_chunks + 1  # + switching the project to the version
+        have = versions.get(version)
+        unchanged = have == len(ranking) and len(ranking) > 0
         created = 0
         if unchanged:
             details["unchanged"] = True  # the same round content was pushed before: nothing to write
         else:
-            if version in versions:  # an interrupted earlier push of this version: start it over
+            skip = 0
+            if 0 < start_chunk < n_chunks and have == start_chunk * self.push_chunk:
+                skip = start_chunk  # an interrupted push of this ranking: its first chunks are in place
+                details["resumed_at_chunk"] = skip
+            elif version in versions:  # an interrupted push we cannot trust chunk by chunk: start it over
                 self._delete_version(version)
             payload = self.predictions_payload(ranking)
-            for start in range(0, len(payload), self.push_chunk):
+            for n, start in enumerate(range(0, len(payload), self.push_chunk), 1):
+                if n <= skip:
+                    continue
                 chunk = payload[start:start + self.push_chunk]
                 try:
                     resp = self.http.request("POST", f"/api/projects/{self.project_id}/import/predictions",
@@ -529,10 +550,14 @@ class LabelStudioConnector:
                         f"result does not match the labeling config (from_name {self.label_config().from_name!r})"
                     )
                 created += got
+                if on_chunk is not None:
+                    on_chunk(n, total)
         details["push_s"] = round(time.perf_counter() - t0, 3)
         if project.get("sampling") != SAMPLING or project.get("model_version") != version:
             self.activate(version)
         details["view_id"] = self.ensure_view()
+        if on_chunk is not None:
+            on_chunk(total, total)
         if self.prune_old_versions:
             t = time.perf_counter()
             old = [v for v in versions if v != version and v.startswith(OUR_VERSION_PREFIX)]
@@ -605,3 +630,42 @@ class LabelStudioConnector:
             if not tasks or len(tasks) < self.page_size or (limit and len(out) >= limit):
                 return out[:limit] if limit else out
             page += 1
+
+
+# ---------------------------------------------------------------------------------------------- ML backend
+class LabelStudioMLBackend:
+    """The Label Studio side of the ML backend server (connectors.base.MLBackendAdapter).
+
+    /setup sends the labeling config as `schema` (older versions: `label_config`), /predict as
+    `label_config`; a prediction is {"result": [<choices>], "score", "model_version"}."""
+
+    name = "labelstudio"
+
+    def setup_schema(self, payload: Mapping[str, Any]) -> LabelConfig:
+        return parse_label_config(payload.get("schema") or payload.get("label_config") or "")
+
+    def predict_schema(self, payload: Mapping[str, Any]) -> LabelConfig:
+        return parse_label_config(payload.get("label_config") or "")
+
+    def task_texts(self, schema: LabelConfig, tasks: Sequence[Mapping[str, Any]]) -> list[str]:
+        return [schema.text_of(t.get("data") or {}) or "" for t in tasks]
+
+    def prediction(self, schema: LabelConfig, label: str | None, score: float, model_version: str) -> dict[str, Any]:
+        return {"result": schema.result(label), "score": score, "model_version": model_version}
+
+    def connector(self, config: Any, setup: Mapping[str, Any] | None = None) -> LabelStudioConnector:
+        """Config/env credentials first; else what /setup brought (the access token, and the hostname unless
+        the URL is configured)."""
+        section = config.labelstudio
+        url, key = section.url, section.api_key
+        if not key and setup and setup.get("access_token"):
+            key = setup["access_token"]
+            if not _configured_url(config):
+                url = setup.get("hostname") or url
+        return LabelStudioConnector(url, key, section.project)
+
+
+def _configured_url(config: Any) -> bool:
+    from al_backend.config import Config
+
+    return config.labelstudio.url != Config().labelstudio.url
