@@ -9,6 +9,9 @@ Auth (optional, both may be set): HTTP basic auth (what Label Studio sends when 
 with auth_method BASIC_AUTH) and a bearer token. /health stays open. Label Studio's webhook carries no
 credentials, so /webhook without them is accepted only for projects this backend already serves (it can then
 only cause a retrain, as any annotation does). Secrets are never logged.
+
+Nothing here parses Label Studio's payloads: the labeling config, task texts and the prediction format come
+from the tool's MLBackendAdapter and each project's Connector, both from the `connectors` registry.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from connectors import MLBackendAdapter, UnsupportedSchema, make_ml_backend
+
 from .config import Config
 from .errors import ALBackendError, EmptyPoolError
 
@@ -38,6 +43,7 @@ log = logging.getLogger("al_backend.server")
 TRAIN_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING",
                            "ANNOTATIONS_CREATED"})
 DEFAULT_STATE = Config().state.path
+ML_BACKEND = "labelstudio"  # the tool whose ML-backend protocol this server speaks (connectors.make_ml_backend)
 
 
 # ---------------------------------------------------------------------------------------------- scheduling
@@ -173,19 +179,9 @@ def default_engine_factory(cfg: Config):
 
 
 def default_connector_factory(cfg: Config, setup: dict[str, Any] | None = None):
-    """The connector for one project: config/env credentials, else what /setup brought (hostname, token)."""
-    from connectors.labelstudio import LabelStudioConnector
-
-    url = cfg.labelstudio.url
-    key = cfg.labelstudio.api_key
-    if not key and setup and setup.get("access_token"):
-        key = setup["access_token"]
-        url = (setup.get("hostname") or url) if not _configured_url(cfg) else url
-    return LabelStudioConnector(url, key, cfg.labelstudio.project)
-
-
-def _configured_url(cfg: Config) -> bool:
-    return cfg.labelstudio.url != Config().labelstudio.url
+    """The connector for one project, from the tool's adapter: config/env credentials, else what /setup
+    brought (hostname, token)."""
+    return make_ml_backend(ML_BACKEND).connector(cfg, setup)
 
 
 class Backend:
@@ -195,6 +191,7 @@ class Backend:
         self.config = config
         self.engine_factory = engine_factory or default_engine_factory
         self.connector_factory = connector_factory or default_connector_factory
+        self.adapter: MLBackendAdapter = make_ml_backend(ML_BACKEND)
         self.lock_wait = lock_wait
         self._engines: dict[int, Any] = {}
         self._setup: dict[int, dict[str, Any]] = {}
@@ -301,24 +298,21 @@ class Backend:
                  result["strategy"], result["ranked"], result["pushed"], result["model_version"], result["seconds"])
         return result
 
-    def predict(self, project: int, label_config: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from connectors.labelstudio import parse_label_config
-
-        cfg = parse_label_config(label_config)
+    def predict(self, project: int, schema: Any, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One prediction per task, in the tool's format; `schema` from the adapter's predict_schema."""
+        adapter = self.adapter
         self.predict_calls += 1
         self.predicted_tasks += len(tasks)
-        texts = [cfg.text_of(t.get("data") or {}) or "" for t in tasks]
+        texts = adapter.task_texts(schema, tasks)
         with self._lock:
             engine = self.engine(project)
             rows = [i for i, t in enumerate(texts) if t.strip()]
             pred = engine.predict([texts[i] for i in rows]) if rows else None
-        out = [{"result": [], "score": 0.0, "model_version": pred.model_version if pred else "none"} for _ in tasks]
+        out = [adapter.prediction(schema, None, 0.0, pred.model_version if pred else "none") for _ in tasks]
         if pred is not None:
             for j, i in enumerate(rows):
-                label = pred.labels[j]
                 conf = float(pred.confidence[j])
-                out[i] = {"result": cfg.result(label), "score": 0.0 if conf != conf else conf,
-                          "model_version": pred.model_version}
+                out[i] = adapter.prediction(schema, pred.labels[j], 0.0 if conf != conf else conf, pred.model_version)
         return out
 
     def current_version(self, project: int) -> str:
@@ -428,22 +422,18 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
     async def setup(request: Request):
         body = await _json(request)
         project = parse_project(body.get("project"))
-        schema = body.get("schema") or body.get("label_config") or ""
-        from connectors.labelstudio import UnsupportedLabelConfig, parse_label_config
-
         try:
-            cfg = parse_label_config(schema)
-        except UnsupportedLabelConfig as e:
+            schema = backend.adapter.setup_schema(body)
+        except UnsupportedSchema as e:
             log.warning("setup for project %s refused: %s", project, e)
             return JSONResponse({"detail": f"al-backend cannot learn from this project: {e}",
-                                 "error": "UnsupportedLabelConfig"}, status_code=400)
+                                 "error": type(e).__name__}, status_code=400)
         if project is None:
             return JSONResponse({"detail": "setup without a project id"}, status_code=400)
         first = backend.remember_setup(project, body)
         if first and start_worker:
             backend.scheduler.request(project)  # rank a fresh project at once: cold-start seeds first
-        log.info("setup: project %s, <Choices name=%r> over <%s> (%d labels)", project, cfg.from_name,
-                 cfg.object_type, len(cfg.labels))
+        log.info("setup: project %s, %s", project, schema.describe())
         return {"model_version": backend.current_version(project)}
 
     @app.post("/predict")
@@ -454,14 +444,11 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
             project = parse_project(tasks[0].get("project"))
         if project is None:
             return JSONResponse({"detail": "predict without a project id"}, status_code=400)
-        schema = body.get("label_config") or ""
-        from connectors.labelstudio import UnsupportedLabelConfig
-
         try:
-            results = backend.predict(project, schema, tasks)
-        except UnsupportedLabelConfig as e:
-            return JSONResponse({"detail": str(e), "error": "UnsupportedLabelConfig"}, status_code=400)
-        return {"results": results}
+            schema = backend.adapter.predict_schema(body)
+        except UnsupportedSchema as e:
+            return JSONResponse({"detail": str(e), "error": type(e).__name__}, status_code=400)
+        return {"results": backend.predict(project, schema, tasks)}
 
     @app.post("/webhook")
     async def webhook(request: Request):
