@@ -5,6 +5,8 @@ many unlabeled predictions changed, the pool's mean uncertainty, a cross-validat
 items). A `Criterion` reads the whole history and returns a `StopDecision` that says whether to stop, which
 criterion decided, one human line of reason and the numbers behind it. The module is pure: numpy only, no
 state, no I/O; storing the evidence (and the stop set's ids) round after round is the caller's job.
+`round_evidence(...)` builds a round's evidence from the head's probabilities; `stop_set(ids, ...)` draws
+the fixed stop set; `first_stop(history, criterion)` replays a history (where would it have stopped?).
 
 Criteria (`CRITERIA`; `parse_criterion("name:key=value,...")`, several joined by `|` stop when any does):
 
@@ -239,6 +241,60 @@ def stop_set(ids: Sequence[str], size: int = DEFAULT_STOP_SET_SIZE, random_state
     else:
         chosen = np.arange(n)
     return chosen[np.argsort(keys[chosen], kind="stable")].astype(np.int64)
+
+
+def round_evidence(
+    labels: int,
+    classes: Sequence[str],
+    proba_unlabeled: np.ndarray | None,
+    *,
+    stop_proba: np.ndarray | None = None,
+    prev_pred_unlabeled: np.ndarray | None = None,
+    prev_classes: Sequence[str] | None = None,
+    cv_accuracy: float | None = None,
+) -> RoundEvidence:
+    """Build a round's evidence from the model's probabilities (vectorised; no loop over rows).
+
+    proba_unlabeled: (n_u, C) this round's probabilities over the unlabeled pool, columns in `classes`
+        order; None before any model.
+    stop_proba: (m, C) its probabilities on the stop set (in the stop set's stored order), or None.
+    prev_pred_unlabeled: (n_u,) the previous round's model's predicted class index for the same rows
+        (indices into `prev_classes`, default `classes`); None when there is no previous model. Re-applying
+        the previous round's stored head to this round's unlabeled rows gives it, pool growth included.
+    """
+    classes = tuple(str(c) for c in classes)
+    if proba_unlabeled is None:
+        return RoundEvidence(labels=labels, classes=classes, unlabeled=None, cv_accuracy=cv_accuracy)
+    p = np.asarray(proba_unlabeled, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != len(classes):
+        raise InputError(f"round_evidence: proba_unlabeled must be (n, {len(classes)}), got {p.shape}")
+    n_u = p.shape[0]
+    pred = p.argmax(axis=1)
+    if n_u and p.shape[1] >= 2:
+        top2 = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
+        mean_unc: float | None = float((1.0 - np.abs(top2[:, 1] - top2[:, 0])).mean())
+    else:
+        mean_unc = 0.0 if n_u else None
+    changed = None
+    if prev_pred_unlabeled is not None:
+        prev = np.asarray(prev_pred_unlabeled, dtype=np.int64)
+        if prev.shape != (n_u,):
+            raise InputError(f"round_evidence: prev_pred_unlabeled must be ({n_u},), got {prev.shape}")
+        if prev_classes is not None and tuple(prev_classes) != classes:
+            index = {c: i for i, c in enumerate(classes)}
+            remap = np.array([index.get(str(c), -1) for c in prev_classes], dtype=np.int64)
+            prev = remap[prev] if n_u else prev
+        changed = int((prev != pred).sum())
+    stop_pred = None if stop_proba is None else np.asarray(stop_proba).argmax(axis=1).astype(np.int64)
+    return RoundEvidence(
+        labels=labels,
+        stop_predictions=stop_pred,
+        classes=classes,
+        changed_unlabeled=changed,
+        unlabeled=n_u,
+        mean_uncertainty=mean_unc,
+        cv_accuracy=cv_accuracy,
+    )
 
 
 def _not_yet(name: str, reason: str, **evidence: Any) -> StopDecision:

@@ -369,3 +369,30 @@ def test_module_imports_neither_sklearn_nor_torch():
     code = "import sys, al_backend.stopping; print(sorted(m for m in ('sklearn', 'torch', 'scipy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_round_evidence_from_probabilities():
+    from al_backend.stopping import round_evidence
+
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4], [0.3, 0.3, 0.4]])
+    # margins: 1 - (0.7 - 0.2) = 0.5, 1 - (0.5 - 0.4) = 0.9, 1 - (0.4 - 0.3) = 0.9: mean 2.3 / 3
+    # predictions a, b, c; the previous model (classes a, c) predicted a, c, a: rows 1 and 2 changed
+    r = round_evidence(
+        120,
+        ("a", "b", "c"),
+        p,
+        stop_proba=np.array([[0.1, 0.9, 0.0], [0.6, 0.3, 0.1]]),
+        prev_pred_unlabeled=np.array([0, 1, 0]),
+        prev_classes=("a", "c"),
+        cv_accuracy=0.8,
+    )
+    assert r.mean_uncertainty == pytest.approx(2.3 / 3)
+    assert r.changed_unlabeled == 2  # row 1: c -> b, row 2: a -> c
+    assert r.unlabeled == 3 and r.labels == 120 and r.cv_accuracy == 0.8
+    assert r.stop_predictions.tolist() == [1, 0] and r.classes == ("a", "b", "c")
+    same = round_evidence(5, ("a", "b", "c"), p, prev_pred_unlabeled=np.array([0, 1, 2]))
+    assert same.changed_unlabeled == 0 and same.stop_predictions is None
+    before = round_evidence(0, ("a", "b"), None)
+    assert before.mean_uncertainty is None and before.stop_predictions is None
+    with pytest.raises(InputError):
+        round_evidence(5, ("a", "b"), p)
