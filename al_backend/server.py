@@ -172,10 +172,11 @@ def project_config(config: Config, project: int) -> Config:
 
 
 def default_engine_factory(cfg: Config):
-    from .engine import Engine
+    """The project's Round over its open state (kept for /predict between retrains)."""
+    from .round import Round
     from .store import Store
 
-    return Engine(cfg, Store.open(cfg.state.path), progress=False)
+    return Round(cfg, Store.open(cfg.state.path), progress=False)
 
 
 def default_connector_factory(cfg: Config, setup: dict[str, Any] | None = None):
@@ -251,49 +252,34 @@ class Backend:
                 store.close()
 
     def retrain(self, project: int) -> dict[str, Any]:
-        """One round for the project: pull, fit, rank, record, push. Runs on the worker thread."""
-        from .runner import push_with_progress, resume_unfinished_push
-        from .store import project_lock
+        """One round for the project (the same `run_project_round` as the CLI). Runs on the worker thread."""
+        from .round import run_project_round
 
         cfg = project_config(self.config, project)
-        t0 = time.perf_counter()
         connector = self.connector(project)
         try:
-            with project_lock(cfg.state.path, wait=self.lock_wait):
-                target = connector.describe()
-                with self._lock:
-                    engine = self.engine(project)
-                    resume_unfinished_push(engine.store, connector, target)
-                # Not under the engine lock: a project that "retrieves predictions automatically" makes Label
-                # Studio call our /predict while it lists tasks, and /predict needs the engine.
-                pool = connector.pull()
-                t_pull = time.perf_counter() - t0
-                with self._lock:
-                    try:
-                        ranking = engine.run_round(pool, label_set=connector.label_set())
-                    except EmptyPoolError as e:
-                        log.info("project %s: %s", project, e)
-                        return {"round": None, "ranked": 0, "reason": str(e)}
-                    report = push_with_progress(engine.store, connector, ranking, target)
-                    self._versions[project] = ranking.model_version
+            with self._lock:
+                round_ = self.engine(project)
+            # The engine lock is held around the work on the state, not around the pull: a project that
+            # "retrieves predictions automatically" makes Label Studio call our /predict while it lists tasks.
+            summary = run_project_round(
+                cfg, connector, round_=round_, wait=self.lock_wait, progress=False, guard=lambda: self._lock,
+                on_ranking=lambda ranking: self._versions.__setitem__(project, ranking.model_version),
+            )
+        except EmptyPoolError as e:
+            log.info("project %s: %s", project, e)
+            return {"round": None, "ranked": 0, "reason": str(e)}
         finally:
             close = getattr(connector, "close", None)
             if close:
                 close()
         result = {
-            "round": ranking.round_id,
-            "model_version": ranking.model_version,
-            "strategy": ranking.strategy,
-            "pool_size": len(pool),
-            "labeled": int(pool.labeled_mask.sum()),
-            "ranked": len(ranking),
-            "batch": ranking.ids[: ranking.batch_size],
-            "first": ranking.ids[0] if ranking.ids else None,
-            "pushed": report.pushed,
-            "push": {k: v for k, v in report.details.items() if k != "pruned_versions"},
-            "pull_s": round(t_pull, 3),
-            "seconds": round(time.perf_counter() - t0, 3),
+            key: summary[key]
+            for key in ("round", "model_version", "strategy", "pool_size", "labeled", "ranked", "batch", "pushed",
+                        "push", "pull_s", "stopping")
         }
+        result["first"] = summary["ranking"].ids[0] if summary["ranking"].ids else None
+        result["seconds"] = round(summary["seconds"], 3)
         log.info("project %s: round %s (%s) ranked %d, pushed %d, version %s in %.1f s", project, result["round"],
                  result["strategy"], result["ranked"], result["pushed"], result["model_version"], result["seconds"])
         return result

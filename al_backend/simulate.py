@@ -1,8 +1,10 @@
 """Oracle simulation: replay active learning on a fully labeled dataset and measure what labels buy.
 
 For every repeat the data is split once (a held-out test set, the rest is the pool the oracle answers
-from); every strategy starts from the same first labels (cold-start seeding, or random), then rounds of
-fit head -> evaluate on the test set -> select a batch -> reveal its labels, until the budget.
+from). Each strategy then runs the product's own round (`al_backend.round.Round` over an in-memory state)
+until the budget: the first batch of `seed_size` is the round's cold-start seeding (the same for every
+strategy of a repeat), or random labels with `start=random`; then round after round the head is fitted
+and evaluated on the test set, the strategy selects a batch and the oracle reveals its labels.
 
 Strategy specs are a registry name with optional `+option`s, e.g. `margin`, `margin+eps=0.1`,
 `margin+start=random`, `margin+uncalibrated`, `entropy+unweighted+outliers=0.05`:
@@ -25,11 +27,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import metrics, seeding
+from . import metrics
+from .config import Config
 from .errors import InputError
 from .head import Head
-
-COMMITTEE_STRATEGIES = {"vote_entropy", "kl_consensus", "bald"}
+from .pool import Pool
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class SimulationConfig:
     label_noise: float = 0.0
     seed: int = 0
     committee_size: int = 5
+    record_batches: bool = False
 
 
 def _check_config(cfg: SimulationConfig, n: int, n_classes: int) -> tuple[int, int, int]:
@@ -150,42 +153,59 @@ def _evaluate(head: Head, X_test: np.ndarray, y_test: np.ndarray, classes: list[
     return acc, f1
 
 
-def _select(
-    spec: StrategySpec,
-    head: Head,
-    X: np.ndarray,
-    labeled: np.ndarray,
-    unlabeled: np.ndarray,
-    density: np.ndarray | None,
-    k: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Rows of `unlabeled` (positions into it) chosen by the strategy registry, as the engine would."""
-    from . import strategies
+def _arm_config(spec: StrategySpec, config: SimulationConfig, repeat: int) -> Config:
+    """The product configuration one simulated arm runs with: the same typed Config users write."""
+    cfg = Config()
+    cfg.strategy.name = spec.name
+    cfg.strategy.seed = config.seed + repeat  # repeat 0 runs with the --random-state given, as prioritize would
+    cfg.strategy.epsilon = spec.epsilon
+    cfg.strategy.outlier_quantile = spec.outlier_quantile or 0.0
+    cfg.head.calibrate = spec.calibrate
+    cfg.head.class_weight = spec.class_weight or "none"
+    cfg.head.committee_size = config.committee_size
+    return cfg
 
-    X_u = X[unlabeled]
-    probs = committee = None
-    if head.is_fitted:
-        probs = head.predict_proba(X_u)
-        if strategies.resolve_name(spec.name) in COMMITTEE_STRATEGIES:
-            committee = head.committee_proba(X_u)
-    elif spec.name != "random":
-        # before two classes are labeled there is no model: the engine keeps seeding, so do we
-        return np.asarray(seeding.seed_batch(X_u, np.zeros(len(unlabeled), dtype=np.int64), k, rng), dtype=np.int64)
-    ctx = strategies.SelectionContext(
-        X=X_u,
-        probs=probs,
-        committee=committee,
-        X_labeled=X[labeled] if labeled.size else None,
-        density=None if density is None else density[unlabeled],
-    )
-    batch, _ = strategies.select_batch(
-        spec.name, ctx, k, rng=rng, epsilon=spec.epsilon, outlier_quantile=spec.outlier_quantile
-    )
-    batch = np.asarray(batch, dtype=np.int64)
-    if len(np.unique(batch)) != len(batch) or len(batch) != k:
-        raise RuntimeError(f"strategy {spec.name!r} returned {len(batch)} rows ({len(np.unique(batch))} distinct), expected {k}")
-    return batch
+
+class _Arm:
+    """One strategy replayed on one repeat's pool with the product's own `Round` over an in-memory state."""
+
+    def __init__(self, spec: StrategySpec, config: SimulationConfig, repeat: int, X_pool: np.ndarray, classes: list[str]):
+        from .round import Round
+        from .store import Store
+
+        self.cfg = _arm_config(spec, config, repeat)
+        self.round = Round(self.cfg, Store.memory(), progress=False)
+        self.X = X_pool
+        self.classes = classes
+        self.ids = [str(i) for i in range(len(X_pool))]
+        self.labels: list[str | None] = [None] * len(X_pool)
+
+    def pool(self) -> Pool:
+        return Pool(ids=self.ids, texts=self.ids, labels=list(self.labels), vectors=self.X, source="simulation pool")
+
+    def select(self, k: int, strategy: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Run one round; returns the picked pool rows and the round's stopping evidence."""
+        ranking = self.round.run(self.pool(), batch_size=k, strategy=strategy, label_set=self.classes)
+        picks = np.asarray([int(i) for i in ranking.ids[: ranking.batch_size]], dtype=np.int64)
+        last = self.round.store.last_round()
+        return picks, (last.metrics.get("stopping") or {}) if last else {}
+
+    def reveal(self, rows: np.ndarray, oracle: np.ndarray) -> None:
+        for i in rows:
+            self.labels[int(i)] = str(oracle[int(i)])
+
+    def labeled(self) -> np.ndarray:
+        return np.flatnonzero(np.fromiter((lab is not None for lab in self.labels), dtype=bool, count=len(self.labels)))
+
+    def head(self) -> Head:
+        """The head the last round fitted on the current labels; a fit of the same kind when no round ran since."""
+        head = self.round.last_head
+        rows = self.labeled()
+        if head is None or getattr(head, "n_labels_", -1) != rows.size:
+            fitted, _ = self.round.fit(self.X[rows], [self.ids[i] for i in rows], [self.labels[i] for i in rows],
+                                       label_set=self.classes)
+            head = fitted
+        return head if head is not None else Head(self.classes, committee_size=0)
 
 
 def simulate(
@@ -196,8 +216,12 @@ def simulate(
 ) -> dict[str, Any]:
     """Run every strategy `config.repeats` times; returns the JSON-able result (see `al-backend simulate`).
 
-    X: (n, d) float32 embeddings; labels: (n,) the true labels (the oracle; test labels stay clean under
-    --label-noise). on_step is called once per evaluated round with the strategy label (for progress bars).
+    Every batch is chosen by the product's own round (`al_backend.round.Round`, over an in-memory state), so
+    what a simulation measures is the policy `prioritize` runs: cold-start seeding, the phase switch, the
+    head, the strategy, ε-exploration. X: (n, d) float32 embeddings; labels: (n,) the true labels (the
+    oracle; test labels stay clean under --label-noise). on_step is called once per evaluated round with the
+    strategy label (for progress bars). With `config.record_batches`, result["batches"][label][repeat] lists
+    every batch's pool rows (original row numbers) in pick order.
     """
     from . import strategies
 
@@ -216,10 +240,11 @@ def simulate(
             strategies.resolve_name(spec.name)  # unknown names fail before any work is done
         except ValueError as e:
             raise InputError(f"--strategies: {e}") from None
-    needs_density = any(s.outlier_quantile or strategies.needs_density(s.name) for s in specs)
 
     cold_k = 2 * len(classes)
     runs: dict[str, list[list[dict[str, float]]]] = {s.label: [] for s in specs}
+    evidence: dict[str, list[list[dict[str, Any]]]] = {s.label: [] for s in specs}
+    batches: dict[str, list[list[list[int]]]] = {s.label: [] for s in specs}
     round_seconds: dict[str, list[float]] = {s.label: [] for s in specs}
     cold: dict[str, list[float]] = {"seeded": [], "random": []}
     for r in range(config.repeats):
@@ -227,52 +252,47 @@ def simulate(
         pool_idx, test_idx = _split(n, n_test, y, rng)
         X_pool, X_test, y_test = X[pool_idx], X[test_idx], y[test_idx]
         oracle = _noisy(y[pool_idx], classes, config.label_noise, rng)
-        n_clusters = seeding.default_n_clusters(len(pool_idx), len(classes))
-        assignments = seeding.assign_clusters(X_pool, seeding.fit_clusters(X_pool, n_clusters, seed=r))
-        starts = {
-            "seeded": seeding.seed_batch(X_pool, assignments, seed_size, np.random.default_rng([config.seed, r, 1])),
-            "random": np.random.default_rng([config.seed, r, 2]).choice(len(pool_idx), size=seed_size, replace=False),
+        random_start = np.random.default_rng([config.seed, r, 2]).choice(len(pool_idx), size=seed_size, replace=False)
+        # cold start: accuracy at 2 x classes labels, the round's seeding vs random, same head
+        seeded_arm = _Arm(parse_strategy("seed"), config, r, X_pool, classes)
+        firsts = {
+            "seeded": seeded_arm.select(cold_k, strategy="seed")[0],
+            "random": np.random.default_rng([config.seed, r, 2]).choice(len(pool_idx), size=cold_k, replace=False),
         }
-        # cold start: accuracy at 2 x classes labels, seeded vs random, same head
-        for start in ("seeded", "random"):
-            first = (
-                seeding.seed_batch(X_pool, assignments, cold_k, np.random.default_rng([config.seed, r, 1]))
-                if start == "seeded"
-                else np.random.default_rng([config.seed, r, 2]).choice(len(pool_idx), size=cold_k, replace=False)
-            )
+        for start, first in firsts.items():
             head = Head(classes, committee_size=0, random_state=r).fit(X_pool[first], oracle[first])
             cold[start].append(_evaluate(head, X_test, y_test, classes)[0])
-        density = None
-        if needs_density:
-            from .density import knn_density
-
-            density = knn_density(X_pool)
 
         for spec in specs:
-            labeled = np.array(starts[spec.start], dtype=np.int64)
-            is_labeled = np.zeros(len(pool_idx), dtype=bool)
-            is_labeled[labeled] = True
-            sel_rng = np.random.default_rng([config.seed, r, 3])
+            arm = _Arm(spec, config, r, X_pool, classes)
             curve: list[dict[str, float]] = []
+            arm_evidence: list[dict[str, Any]] = []
+            arm_batches: list[list[int]] = []
+            if spec.start == "random":
+                first = random_start
+            else:
+                first, _ = arm.select(seed_size)
+            arm.reveal(first, oracle)
+            arm_batches.append(pool_idx[first].tolist())
             while True:
                 t0 = time.perf_counter()
-                committee = config.committee_size if strategies.resolve_name(spec.name) in COMMITTEE_STRATEGIES else 0
-                head = Head(
-                    classes, class_weight=spec.class_weight, calibrate=spec.calibrate, committee_size=committee, random_state=r
-                ).fit(X_pool[labeled], oracle[labeled])
-                acc, f1 = _evaluate(head, X_test, y_test, classes)
-                curve.append({"labels": int(labeled.size), "accuracy": acc, "macro_f1": f1})
+                n_labeled = int(arm.labeled().size)
+                picks = None
+                if n_labeled < budget:
+                    picks, ev = arm.select(min(config.batch_size, budget - n_labeled))
+                    arm_evidence.append(ev)
+                acc, f1 = _evaluate(arm.head(), X_test, y_test, classes)
+                curve.append({"labels": n_labeled, "accuracy": acc, "macro_f1": f1})
                 if on_step:
                     on_step(spec.label)
-                if labeled.size >= budget:
+                if picks is None:
                     break
-                k = min(config.batch_size, budget - labeled.size)
-                unlabeled = np.flatnonzero(~is_labeled)
-                picks = unlabeled[_select(spec, head, X_pool, labeled, unlabeled, density, k, sel_rng)]
-                is_labeled[picks] = True
-                labeled = np.concatenate([labeled, picks])
+                arm.reveal(picks, oracle)
+                arm_batches.append(pool_idx[picks].tolist())
                 round_seconds[spec.label].append(time.perf_counter() - t0)
             runs[spec.label].append(curve)
+            evidence[spec.label].append(arm_evidence)
+            batches[spec.label].append(arm_batches)
 
     result: dict[str, Any] = {
         "dataset": {"rows": n, "classes": classes, "pool": n - n_test, "test": n_test},
@@ -300,8 +320,16 @@ def simulate(
         else:
             s["labels_to_reach_random_final"] = s["reduction_ratio"] = None
         s["seconds_per_round"] = float(np.mean(round_seconds[label])) if round_seconds[label] else 0.0
+        s["stopping"] = _stopping_report(runs[label], evidence[label], budget)
         result["strategies"][label] = s
+    if config.record_batches:
+        result["batches"] = batches
     return result
+
+
+def _stopping_report(curves: list[list[dict[str, float]]], evidence: list[list[dict[str, Any]]], budget: int) -> dict[str, Any]:
+    """Where each stopping criterion would have stopped (filled in by al_backend.stopping)."""
+    return {}
 
 
 def _summarise(curves: list[list[dict[str, float]]], start: int, budget: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -106,6 +106,36 @@ class RoundRecord:
     metrics: dict[str, Any]
 
 
+@dataclass
+class RoundWrite:
+    """What `Store.record_round` writes. item_rows: (item_id, text_hash, cluster, density, label, seeded,
+    first_round) for new or changed items only; disagreements: (item_id, labels, chosen label);
+    model: (version, state_dict) or None; arrays and meta: named extras (centroids, stopping state)."""
+
+    ranking: Any
+    phase: str
+    started_at: float
+    pool_size: int
+    labeled: int
+    metrics: dict[str, Any]
+    item_rows: list[tuple[Any, ...]]
+    gone: list[str]
+    disagreements: list[tuple[str, list[str], str | None]]
+    model: tuple[str, dict[str, Any]] | None = None
+    centroids: np.ndarray | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+def _clean(x: Any) -> Any:
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, default=lambda o: o.item() if isinstance(o, np.generic) else str(o), sort_keys=True)
+
+
 class Store:
     """One project's state file. Open with `Store.open(path)`; close() or use as a context manager."""
 
@@ -134,14 +164,7 @@ class Store:
             raise StateError(_foreign_message(path, f"SQLite cannot read it ({e})")) from None
         store = cls(path, conn)
         if not existing:
-            with store.transaction():
-                # statement by statement: executescript() would COMMIT in the middle of this transaction
-                for stmt in SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-                conn.execute("INSERT INTO meta VALUES ('app', ?)", (APP_ID,))
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+            store._create_schema()
         else:
             app = store.get_meta("app")
             if app != APP_ID:
@@ -155,6 +178,25 @@ class Store:
                     f"({SCHEMA_VERSION}); upgrade al-backend or use another --state path"
                 )
         return store
+
+    @classmethod
+    def memory(cls) -> "Store":
+        """A state that lives in memory only (simulations, the Python API): the same schema and code paths as a
+        file, nothing written to disk."""
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        store = cls(Path(":memory:"), conn)
+        store._create_schema()
+        return store
+
+    def _create_schema(self) -> None:
+        with self.transaction() as conn:
+            # statement by statement: executescript() would COMMIT in the middle of this transaction
+            for stmt in SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute("INSERT INTO meta VALUES ('app', ?)", (APP_ID,))
+            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
 
     def close(self) -> None:
         self.conn.close()
@@ -283,6 +325,49 @@ class Store:
             r[0]: (r[1], r[2], r[3], r[4], r[5])
             for r in self.conn.execute("SELECT item_id, text_hash, cluster, density, label, seeded FROM items")
         }
+
+    # ---------------------------------------------------------------- recording a round
+    def record_round(self, rec: "RoundWrite") -> None:
+        """Everything a round leaves behind, in one transaction: changed items, clusters, the model, the round
+        with its full ranking, the selected batch with its score components, disagreements and stopping state.
+        A crash before COMMIT leaves the previous state intact."""
+        ranking = rec.ranking
+        with self.transaction() as c:
+            if rec.centroids is not None:
+                self.put_array("centroids", rec.centroids)
+            for key, value in rec.meta.items():
+                self.set_meta(key, value)
+            for name, arr in rec.arrays.items():
+                self.put_array(name, arr)
+            c.executemany(
+                "INSERT INTO items (item_id, text_hash, cluster, density, label, seeded, first_round)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET text_hash=excluded.text_hash,"
+                " cluster=excluded.cluster, density=excluded.density, label=excluded.label, seeded=excluded.seeded",
+                rec.item_rows,
+            )
+            if rec.gone:
+                c.executemany("DELETE FROM items WHERE item_id=?", ((g,) for g in rec.gone))
+            c.executemany(
+                "INSERT OR REPLACE INTO disagreements VALUES (?, ?, ?, ?)",
+                ((tid, json.dumps(labels), chosen, ranking.round_id) for tid, labels, chosen in rec.disagreements),
+            )
+            if rec.model is not None:
+                self.put_model(rec.model[0], ranking.round_id, rec.model[1])
+            c.execute(
+                "INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ranking.round_id, rec.started_at, time.time(), ranking.strategy, rec.phase, ranking.model_version,
+                    rec.pool_size, rec.labeled, ranking.batch_size, _json(rec.metrics), Store.encode_ranking(ranking),
+                ),
+            )
+            c.executemany(
+                "INSERT INTO selections VALUES (?, ?, ?, ?, ?)",
+                (
+                    (ranking.round_id, i, ranking.ids[i], float(ranking.priority[i]),
+                     _json({"cluster": int(ranking.cluster[i]), **{k: _clean(v[i]) for k, v in ranking.components.items()}}))
+                    for i in range(ranking.batch_size)
+                ),
+            )
 
     # ---------------------------------------------------------------- rounds
     def last_round(self) -> RoundRecord | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -32,6 +32,8 @@ __all__ = [
     "resolve_name",
     "needs_density",
     "primary_score",
+    "registry",
+    "plugin_strategies",
 ]
 
 # The alias "default" resolves to this name; one line to change once strategies are measured on real data.
@@ -53,33 +55,80 @@ _SELECTORS = ("top_k", "kcenter", "hybrid", "diverse")
 _ALL_PARAMS = ("alpha", "form", "m_factor", "method", "seed", "beta", "density_beta", "density_k")
 
 
+ScoreFunction = Callable[["SelectionContext"], np.ndarray]
+
+
 @dataclass(frozen=True)
 class Strategy:
     """A declared composition: score with ``scorer``, weight by density**density_beta if set, then
     pick with ``selector`` using ``params``. ``primary`` names the component that orders the rest of
-    the pool after the batch."""
+    the pool after the batch.
+
+    ``scorer`` is a built-in scorer name, or (for third-party strategies) a function ``ctx -> (n,) scores``
+    (higher = ask first); such a function declares what it reads with ``needs_probs`` / ``needs_committee``.
+    What a strategy needs (probabilities, committee, embeddings, density, batch awareness) is declared here
+    once: the round, `simulate` and `al-backend strategies` all read it from the registry.
+    """
 
     name: str
-    scorer: str
+    scorer: str | ScoreFunction
     selector: str = "top_k"
     density_beta: float | None = None
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     description: str = ""
+    uses_probs: bool | None = None  # for function scorers: whether they read ctx.probs (built-ins: from the name)
+    uses_committee: bool = False
 
     def __post_init__(self) -> None:
-        if self.scorer not in _SCORERS:
-            raise ValueError(f"unknown scorer {self.scorer!r}; valid: {', '.join(_SCORERS)}")
+        if not callable(self.scorer) and self.scorer not in _SCORERS:
+            raise ValueError(f"unknown scorer {self.scorer!r}; valid: {', '.join(_SCORERS)} or a function ctx -> scores")
         if self.selector not in _SELECTORS:
             raise ValueError(f"unknown selector {self.selector!r}; valid: {', '.join(_SELECTORS)}")
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
     @property
+    def scorer_name(self) -> str:
+        return self.scorer if isinstance(self.scorer, str) else self.name
+
+    @property
     def needs_probs(self) -> bool:
+        if callable(self.scorer):
+            return bool(self.uses_probs)
         return self.scorer in _PROB_SCORERS
 
     @property
     def needs_committee(self) -> bool:
+        if callable(self.scorer):
+            return self.uses_committee
         return self.scorer in _COMMITTEE_SCORERS
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether selection needs a fitted head (probabilities or a committee)."""
+        return self.needs_probs or self.needs_committee
+
+    @property
+    def needs_density(self) -> bool:
+        return self.density_beta is not None
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether the selector reads the embeddings themselves (distances), not only scores."""
+        return self.selector != "top_k"
+
+    @property
+    def batch_aware(self) -> bool:
+        """Whether a pick depends on the picks before it (diversity within the batch)."""
+        return self.selector != "top_k"
+
+    def needs(self) -> dict[str, bool]:
+        return {
+            "probabilities": self.needs_probs,
+            "committee": self.needs_committee,
+            "embeddings": self.needs_embeddings,
+            "density": self.needs_density,
+            "batch_aware": self.batch_aware,
+        }
 
     @property
     def primary(self) -> str:
@@ -88,7 +137,7 @@ class Strategy:
             return "distance"
         if self.density_beta is not None:
             return "information_density"
-        return self.scorer
+        return self.scorer_name
 
 
 def _s(name: str, scorer: str, description: str, **kw: Any) -> Strategy:
@@ -140,14 +189,44 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
+ENTRY_POINT_GROUP = "al_backend.strategies"
+
+
+def plugin_strategies() -> dict[str, Strategy]:
+    """Strategies other packages register under the entry-point group ``al_backend.strategies``: each entry
+    point names a `Strategy` object (its registry name is the Strategy's ``name``). Imported once, on first
+    use (al_backend.plugins caches them); built-in names never trigger a plugin import."""
+    from .errors import ConfigError
+    from .plugins import load_entry_points
+
+    found: dict[str, Strategy] = {}
+    for ep_name, obj in load_entry_points(ENTRY_POINT_GROUP).items():
+        if not isinstance(obj, Strategy):
+            raise ConfigError(
+                f"strategy plugin {ep_name!r} ({ENTRY_POINT_GROUP}) is a {type(obj).__name__}, "
+                "not an al_backend.strategies.Strategy"
+            )
+        if obj.name in STRATEGIES or obj.name == "default":
+            raise ConfigError(f"strategy plugin {ep_name!r} reuses the built-in name {obj.name!r}")
+        found[obj.name] = obj
+    return found
+
+
+def registry() -> dict[str, Strategy]:
+    """Every strategy by name: the built-ins, then the plugins."""
+    return {**STRATEGIES, **plugin_strategies()}
+
+
 def get_strategy(name: str) -> Strategy:
     """The Strategy registered under name ("default" resolves to DEFAULT_STRATEGY)."""
     resolved = DEFAULT_STRATEGY if name == "default" else name
-    try:
+    if resolved in STRATEGIES:
         return STRATEGIES[resolved]
-    except KeyError:
-        valid = ", ".join(["default", *STRATEGIES])
-        raise ValueError(f"unknown strategy {name!r}; valid strategies: {valid}") from None
+    plugins = plugin_strategies()
+    if resolved in plugins:
+        return plugins[resolved]
+    valid = ", ".join(["default", *STRATEGIES, *plugins])
+    raise ValueError(f"unknown strategy {name!r}; valid strategies: {valid}")
 
 
 def resolve_name(name: str) -> str:
@@ -174,7 +253,7 @@ def primary_score(
 def list_strategies() -> dict[str, str]:
     """name -> one-line description, "default" first (for --help and docs)."""
     out = {"default": f"alias of {DEFAULT_STRATEGY!r}"}
-    out.update({name: s.description for name, s in STRATEGIES.items()})
+    out.update({name: s.description for name, s in registry().items()})
     return out
 
 
@@ -221,6 +300,11 @@ def _scores(strategy: Strategy, ctx: SelectionContext, rng: np.random.Generator)
             f"strategy {strategy.name!r} needs committee probabilities (ctx.committee, shape (m, n, C)): "
             "use a head that provides committee_proba, or a single-model strategy such as 'margin'"
         )
+    if callable(scorer):
+        scores = np.asarray(scorer(ctx), dtype=np.float64)
+        if scores.shape != (n,):
+            raise ValueError(f"strategy {strategy.name!r}: its scorer returned shape {scores.shape}, expected ({n},)")
+        return {strategy.name: scores}
     if scorer == "random":
         return {"random": scoring.random_scores(n, rng)}
     if scorer == "none":
@@ -290,7 +374,7 @@ def select_batch(
             eligible = None
     if density_beta is not None:
         dens = ctx.get_density(density_k)
-        primary = components[strategy.scorer]
+        primary = components[strategy.scorer_name]
         components = {"information_density": scoring.information_density(primary, dens, density_beta), **components}
     if outlier_quantile is not None or density_beta is not None:
         components["density"] = ctx.get_density(density_k)

@@ -190,7 +190,7 @@ def bench_predict(
 def _start_own_server(work: Path, tasks_file: Path, project: int, log: Callable[[str], None]):
     """A state with a trained model (one round on the tasks file), and `al-backend serve` on it."""
     from ..config import Config
-    from ..runner import run_prioritize
+    from ..round import make_connector, run_project_round
     from ..store import Store
 
     state = work / f"state-{project}.sqlite"
@@ -199,7 +199,7 @@ def _start_own_server(work: Path, tasks_file: Path, project: int, log: Callable[
     cfg.file.output = str(work / "ranked.jsonl")
     cfg.state.path = str(state)
     log(f"building a state with a model: one round on {tasks_file} (embeds the texts once)")
-    run_prioritize(cfg, "file", progress=False)
+    run_project_round(cfg, make_connector(cfg, "file"), progress=False)
     with Store.open(state, create=False) as store:
         latest = store.latest_model()
     if latest is None:

@@ -38,7 +38,7 @@ def bench_round(
     strategy: str = "default", rounds: int = 2, seed: int = 0,
 ) -> dict[str, Any]:
     from ..config import load_config
-    from ..engine import Engine
+    from ..round import Round
     from ..head import Head
     from ..store import Store
 
@@ -49,10 +49,10 @@ def bench_round(
     results = []
     with tempfile.TemporaryDirectory(prefix="al-bench-") as tmp:
         store = Store.open(Path(tmp) / "state.sqlite")
-        engine = Engine(cfg, store, progress=False)
+        engine = Round(cfg, store, progress=False)
         for r in range(rounds):
             t = time.perf_counter()
-            ranking = engine.run_round(pool)
+            ranking = engine.run(pool)
             seconds = time.perf_counter() - t
             timings = store.last_round().metrics["timings"]
             results.append({"round": r + 1, "seconds": seconds, "strategy": ranking.strategy, **timings})

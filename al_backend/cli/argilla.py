@@ -47,8 +47,8 @@ def baseline_key(cfg) -> str:
 
 def make_watcher(cfg, connector, *, min_new: int, wait: float = 60.0, progress: bool = False, track_records: bool = True):
     """A Watcher over one Argilla dataset: counters from the dataset's progress, rounds through the same
-    runner as `prioritize`, the baseline kept in the project's state file (a restart does not retrain)."""
-    from ..runner import run_prioritize
+    round as `prioritize`, the baseline kept in the project's state file (a restart does not retrain)."""
+    from ..round import run_project_round
     from ..store import Store, project_lock
     from ..watch import Watcher, baseline_from_store, save_baseline_to_store
 
@@ -72,7 +72,7 @@ def make_watcher(cfg, connector, *, min_new: int, wait: float = 60.0, progress: 
 
     @fresh_on_error
     def run_round() -> dict[str, Any]:
-        return run_prioritize(cfg, "argilla", connector=connector, wait=wait, progress=progress)
+        return run_project_round(cfg, connector, wait=wait, progress=progress)
 
     def save(counters: dict[str, int]) -> None:
         with project_lock(cfg.state.path, wait=wait), Store.open(cfg.state.path) as store:

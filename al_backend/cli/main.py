@@ -135,6 +135,10 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration file (
 StateOpt = typer.Option(None, "--state", help="Project state file (SQLite). Default: .al-state/<project>.sqlite")
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
 LogOpt = typer.Option("text", "--log-format", help="Log lines as 'text' or 'json' (for log collectors).")
+RandomStateOpt = typer.Option(
+    None, "--random-state", help="Seed of everything random in a round (clusters, seeds, exploration); TOML [strategy] seed. "
+    "The same pool, labels and seed give the same batch."
+)
 
 
 @app.command(
@@ -160,6 +164,7 @@ def prioritize(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-k", help="How many tasks form the batch to label next."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Selection strategy (see `al-backend strategies`); 'default' is the measured best."),
     epsilon: Optional[float] = typer.Option(None, "--epsilon", help="Fraction of the batch replaced by random exploration picks (0..1)."),
+    random_state: Optional[int] = RandomStateOpt,
     state: Optional[Path] = StateOpt,
     config: Optional[Path] = ConfigOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute and print the ranking; push nothing and record nothing."),
@@ -171,15 +176,16 @@ def prioritize(
 ) -> None:
     """Run one active-learning round: pull tasks, rank the unlabeled ones, push the ranking back."""
     setup_logging(log_format)
-    from ..runner import run_prioritize
+    from ..round import make_connector, run_project_round
 
     try:
         cfg = build_config(
             config, source, input=input, output=output, labels=labels, vectors=vectors, project=project,
             dataset=dataset, workspace=workspace, batch_size=batch_size, strategy=strategy, epsilon=epsilon,
-            state=state,
+            seed=random_state, state=state,
         )
-        result = run_prioritize(cfg, source, dry_run=dry_run, skip_invalid=skip_invalid, wait=wait, progress=not as_json)
+        connector = make_connector(cfg, source, skip_invalid=skip_invalid)
+        result = run_project_round(cfg, connector, dry_run=dry_run, wait=wait, progress=not as_json)
     except ALBackendError as e:
         fail(e, as_json)
         return
@@ -214,6 +220,7 @@ def seed(
     dataset: Optional[str] = DatasetOpt,
     workspace: Optional[str] = WorkspaceOpt,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-k", help="How many seed tasks to pick."),
+    random_state: Optional[int] = RandomStateOpt,
     state: Optional[Path] = StateOpt,
     config: Optional[Path] = ConfigOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the seeds; push and record nothing."),
@@ -221,15 +228,15 @@ def seed(
 ) -> None:
     """Pick a cold-start batch by clustering the pool (size-proportional, spread across clusters), whatever the labels."""
     setup_logging("text")
-    from ..runner import run_prioritize
+    from ..round import make_connector, run_project_round
 
     try:
         cfg = build_config(
             config, source, input=input, output=output, project=project, dataset=dataset, workspace=workspace,
-            batch_size=batch_size, state=state,
+            batch_size=batch_size, seed=random_state, state=state,
         )
         cfg.strategy.name = "seed"
-        result = run_prioritize(cfg, source, dry_run=dry_run, progress=not as_json)
+        result = run_project_round(cfg, make_connector(cfg, source), dry_run=dry_run, progress=not as_json)
     except ALBackendError as e:
         fail(e, as_json)
         return
@@ -304,12 +311,12 @@ def embed(
     """Warm the embedding cache: embed every task not cached yet (later rounds then start at once)."""
     setup_logging("text")
     from ..embedding import Embedder
-    from ..runner import make_source
+    from ..round import make_connector
     from ..store import Store, project_lock
 
     try:
         cfg = build_config(config, source, input=input, project=project, dataset=dataset, workspace=workspace, model=model, state=state)
-        connector = make_source(cfg, source, skip_invalid=skip_invalid)
+        connector = make_connector(cfg, source, skip_invalid=skip_invalid)
         pool = connector.pull()
         pool.validate()
         t0 = time.perf_counter()

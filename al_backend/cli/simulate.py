@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(3, "--repeats", help="Repeats with different splits and seeds."),
         test_fraction: float = typer.Option(0.3, "--test-fraction", help="Held-out test share."),
         label_noise: float = typer.Option(0.0, "--label-noise", help="Fraction of oracle labels flipped."),
-        seed: int = typer.Option(0, "--seed", help="Master seed."),
+        seed: int = typer.Option(0, "--random-state", "--seed", help="Master random state: splits, seeds and every round's random choices."),
         model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="Embedding model (cached)."),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache folder (default .al-state/cache)."),
         text_key: str = typer.Option("text", "--text-key"),

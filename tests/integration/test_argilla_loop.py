@@ -20,7 +20,7 @@ import pytest
 
 from al_backend.config import load_config
 from al_backend.datasets import BBC_CLASSES, load_bbc
-from al_backend.runner import run_prioritize
+from al_backend.round import run_project_round
 from al_backend.store import Store
 from connectors.argilla import ArgillaConnector
 
@@ -98,7 +98,7 @@ def project(argilla_server, tmp_path_factory):
 
 def run_round(project):
     connector = ArgillaConnector.from_config(project["cfg"])
-    result = run_prioritize(project["cfg"], "argilla", connector=connector, progress=False)
+    result = run_project_round(project["cfg"], connector, progress=False)
     project["rounds"].append(result)
     return result, connector
 
@@ -285,7 +285,7 @@ def test_08_vector_field_receives_the_embeddings(project, argilla_server, tmp_pa
     stack.create_dataset(name, project["ws"], records, BBC_CLASSES,
                               metadata_properties=[rg.TermsMetadataProperty(name="source"), rg.IntegerMetadataProperty(name="doc")])
     cfg = make_config(stack, name, project["ws"], tmp_path / "vec.sqlite", vector_field="al_embedding")
-    result = run_prioritize(cfg, "argilla", connector=ArgillaConnector.from_config(cfg), progress=False)
+    result = run_project_round(cfg, ArgillaConnector.from_config(cfg), progress=False)
     ds = stack.client().datasets(name=name, workspace=project["ws"])  # reloaded: the schema gained a vector field
     assert ds.settings.vectors["al_embedding"].dimensions == 384
     got = {str(r.id): np.asarray(r.vectors["al_embedding"]) for r in ds.records(with_vectors=["al_embedding"])}

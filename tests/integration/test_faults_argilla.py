@@ -18,7 +18,7 @@ import pytest
 import connectors.argilla as argilla_mod
 from al_backend.config import load_config
 from al_backend.errors import ConnectorError
-from al_backend.runner import run_prioritize
+from al_backend.round import run_project_round
 from al_backend.store import Store
 from connectors.argilla import ArgillaConnector
 from tests.services.faultproxy import FaultProxy, Rule, al_backend_cmd, cli_env, prefill_embeddings
@@ -70,7 +70,7 @@ def run_round(dataset, url: str, *, timeout: float = 120.0, retries: int = 3):
     conn = ArgillaConnector.from_config(cfg, timeout=timeout, retries=retries)
     conn.http.backoff = 0.1
     try:
-        return run_prioritize(cfg, "argilla", connector=conn, progress=False)
+        return run_project_round(cfg, conn, progress=False)
     finally:
         conn.close()
 

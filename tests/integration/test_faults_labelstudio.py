@@ -18,7 +18,7 @@ import pytest
 
 from al_backend.config import Config
 from al_backend.errors import ConnectorError
-from al_backend.runner import run_prioritize
+from al_backend.round import run_project_round
 from al_backend.store import Store
 from connectors.labelstudio import LabelStudioConnector
 from tests.services.faultproxy import FaultProxy, Rule, al_backend_cmd, cli_env, prefill_embeddings
@@ -66,7 +66,7 @@ def connector(url: str, label_studio, pid: int, **kw) -> LabelStudioConnector:
 def run_round(url, label_studio, project, **kw):
     conn = connector(url, label_studio, project["id"], **kw)
     try:
-        return run_prioritize(config(project["state"]), "labelstudio", connector=conn, progress=False)
+        return run_project_round(config(project["state"]), conn, progress=False)
     finally:
         conn.close()
 
@@ -131,7 +131,7 @@ def test_dropped_connections_during_the_pull_are_retried_within_the_round(label_
 
 def test_dry_run_ranks_but_writes_nothing_to_label_studio_or_the_state(label_studio, project, proxy):
     conn = connector(proxy.url, label_studio, project["id"])
-    result = run_prioritize(config(project["state"]), "labelstudio", connector=conn, dry_run=True, progress=False)
+    result = run_project_round(config(project["state"]), conn, dry_run=True, progress=False)
     conn.close()
     assert result["dry_run"] and result["pushed"] == 0 and len(result["ranking"]) == N_TASKS - 10
     assert {e.method for e in proxy.log} == {"GET"}, [(e.method, e.path) for e in proxy.log]
