@@ -4,6 +4,7 @@
     [head]        class_weight, calibrate, committee_size
     [strategy]    name, batch_size, epsilon, outlier_quantile, m_factor, alpha, beta, seed
     [seeding]     n_clusters, min_labels_per_class, min_cluster_coverage, max_labels
+    [stopping]    criterion, budget, stop_set_size
     [state]       path
     [file]        input, output, labels, text_field, id_field, label_field, vectors, vectors_field, labels_fixed
     [labelstudio] url, api_key, project, text_key, from_name, prune_old_versions, timeout, retries
@@ -68,6 +69,13 @@ class SeedingConfig:
 
 
 @dataclass
+class StoppingConfig:
+    criterion: str = "default"  # see `al-backend strategies --stopping` / al_backend.stopping
+    budget: int = 0  # labels you can afford; 0 = no budget
+    stop_set_size: int = 2000  # items whose predictions successive models are compared on
+
+
+@dataclass
 class StateConfig:
     path: str = ".al-state/project.sqlite"
 
@@ -125,6 +133,7 @@ class Config:
     head: HeadConfig = field(default_factory=HeadConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     seeding: SeedingConfig = field(default_factory=SeedingConfig)
+    stopping: StoppingConfig = field(default_factory=StoppingConfig)
     state: StateConfig = field(default_factory=StateConfig)
     file: FileConfig = field(default_factory=FileConfig)
     labelstudio: LabelStudioConfig = field(default_factory=LabelStudioConfig)

@@ -80,6 +80,7 @@ class Head:
         self.temperature_: float = 1.0
         self.n_labels_: int = 0
         self.cv_scores_: dict[str, float] = {}  # str(C) -> held-out mean log loss
+        self.cv_accuracy_: float | None = None  # held-out accuracy of the chosen C (None without CV)
         self.coef_: np.ndarray | None = None  # (d, C) float32
         self.intercept_: np.ndarray | None = None  # (C,) float32
         self.committee_coef_: np.ndarray | None = None  # (m, d, C) float32
@@ -101,6 +102,7 @@ class Head:
         self.is_fitted = False
         self.coef_ = self.intercept_ = self.committee_coef_ = self.committee_intercept_ = None
         self.C_, self.temperature_, self.cv_scores_ = DEFAULT_C, 1.0, {}
+        self.cv_accuracy_: float | None = None
         self._dim = int(X.shape[1]) if X.ndim == 2 else 0
         present = sorted(set(labels))
         if len(present) < 2:
@@ -116,6 +118,9 @@ class Head:
         with threadpool_limits(limits=1), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             oof_logits, oof_y = self._choose_C(X, yi, rng)
+            if oof_logits is not None and len(oof_y):
+                # held-out accuracy of the chosen penalty: labeled data only (the stopping criteria read it)
+                self.cv_accuracy_ = float(np.mean(oof_logits.argmax(axis=1) == oof_y))
             model = self._new_model(self.C_)
             model.fit(X, yi)
             W, b = self._full_params(model)
@@ -278,6 +283,7 @@ class Head:
             "temperature": self.temperature_,
             "n_labels": self.n_labels_,
             "cv_scores": dict(self.cv_scores_),
+            "cv_accuracy": self.cv_accuracy_,
         }
         for key, a in (
             ("coef", self.coef_),
@@ -306,6 +312,7 @@ class Head:
         head.temperature_ = float(d.get("temperature", 1.0))
         head.n_labels_ = int(d.get("n_labels", 0))
         head.cv_scores_ = {str(k): float(v) for k, v in (d.get("cv_scores") or {}).items()}
+        head.cv_accuracy_ = None if d.get("cv_accuracy") is None else float(d["cv_accuracy"])
 
         def arr(key: str) -> np.ndarray | None:
             return None if d.get(key) is None else np.ascontiguousarray(d[key], dtype=np.float32)
@@ -329,6 +336,7 @@ class Head:
             "C": self.C_,
             "C_by_cv": bool(cv),
             "cv_log_loss": cv.get(self.C_),
+            "cv_accuracy": self.cv_accuracy_,
             "temperature": self.temperature_,
             "committee": 0 if self.committee_coef_ is None else int(self.committee_coef_.shape[0]),
         }

@@ -17,7 +17,9 @@ version, so a repeated round pushes the same thing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import json
 import logging
 import time
 from collections import Counter
@@ -114,7 +116,7 @@ class _Work:
     components: dict[str, np.ndarray] = field(default_factory=dict)
     strategy_used: str = SEED_STRATEGY
     stopping: dict[str, Any] = field(default_factory=dict)
-    stop_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    stop_set_ids: list[str] | None = None  # a stop set drawn this round, recorded with it
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -475,8 +477,64 @@ class Round:
 
     def _stopping(self, w: _Work, ranking: Ranking) -> None:
         """Evidence for the stopping criteria (al_backend/stopping.py) and the configured criterion's decision."""
+        from . import stopping
+
         with self._timed(w, "stopping_s"):
-            w.stopping = {}
+            try:
+                criterion = stopping.parse_criterion(self.config.stopping.criterion)
+            except InputError as e:
+                raise ConfigError(f"[stopping] criterion: {e}") from None
+            budget = self.config.stopping.budget or None
+            head = w.head
+            if head is None:
+                evidence = stopping.RoundEvidence(labels=int(w.labeled_idx.size), classes=tuple(w.known_classes))
+            else:
+                X = w.X
+                assert X is not None
+                stop_rows = self._stop_set_rows(w)
+                stop_proba = self.task.outputs(head, X[stop_rows], committee=False).probs
+                prev_pred = prev_classes = None
+                if not w.head_reused:
+                    previous = self.current_head()  # the model recorded by the last round, if any
+                    if previous is not None:
+                        prev = self.task.outputs(previous, X[w.unlabeled_idx], committee=False).probs
+                        prev_pred, prev_classes = prev.argmax(axis=1), list(previous.classes_)
+                evidence = stopping.round_evidence(
+                    int(w.labeled_idx.size), list(head.classes_), w.outputs.probs, stop_proba=stop_proba,
+                    prev_pred_unlabeled=prev_pred, prev_classes=prev_classes,
+                    cv_accuracy=getattr(head, "cv_accuracy_", None),
+                )
+                if w.head_reused:
+                    # the same model as last round: nothing changed, by construction
+                    evidence = dataclasses.replace(evidence, changed_unlabeled=0)
+            history = [
+                stopping.RoundEvidence.from_dict(r.metrics["stopping"]["evidence"])
+                for r in self.store.rounds()
+                if (r.metrics.get("stopping") or {}).get("evidence")
+            ]
+            decision = criterion.decide([*history, evidence], budget=budget)
+            w.stopping = {
+                "criterion": self.config.stopping.criterion,
+                "budget": budget,
+                "decision": decision.to_dict(),
+                "evidence": evidence.to_dict(),
+            }
+
+    def _stop_set_rows(self, w: _Work) -> np.ndarray:
+        """Pool rows of the fixed stop set: drawn once (by a hash of ids and the random state) and kept in the
+        state, so successive models are compared on the same items; drawn again if its items left the pool."""
+        from . import stopping
+
+        pool = w.pool
+        stored = self.store.get_meta("stop_set")
+        if stored:
+            ids = json.loads(stored)
+            index = {tid: i for i, tid in enumerate(pool.ids)}
+            if all(tid in index for tid in ids):
+                return np.asarray([index[tid] for tid in ids], dtype=np.int64)
+        rows = stopping.stop_set(pool.ids, min(self.config.stopping.stop_set_size, len(pool)), self.random_state)
+        w.stop_set_ids = [pool.ids[i] for i in rows]
+        return np.asarray(rows, dtype=np.int64)
 
     def _record(self, w: _Work, ranking: Ranking) -> None:
         items = w.items
@@ -508,6 +566,8 @@ class Round:
                 disagreements.append((tid, list(dis), pool.labels[i]))
         model = None
         meta = {"vector_dim": str(w.X.shape[1])}
+        if w.stop_set_ids is not None:
+            meta["stop_set"] = json.dumps(w.stop_set_ids)
         if w.head is not None and not w.head_reused:
             model = (w.head.version, w.head.state_dict())
             meta["head_key"] = getattr(w.head, "_fit_key", "")
@@ -524,7 +584,6 @@ class Round:
                 disagreements=disagreements,
                 model=model,
                 centroids=w.centroids if w.new_clusters else None,
-                arrays=w.stop_arrays,
                 meta=meta,
             )
         )
