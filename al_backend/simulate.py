@@ -327,9 +327,35 @@ def simulate(
     return result
 
 
+STOPPING_REPORTED = ("default", "stabilizing_predictions", "classification_change", "overall_uncertainty", "target_accuracy")
+
+
 def _stopping_report(curves: list[list[dict[str, float]]], evidence: list[list[dict[str, Any]]], budget: int) -> dict[str, Any]:
-    """Where each stopping criterion would have stopped (filled in by al_backend.stopping)."""
-    return {}
+    """For each stopping criterion: where it would have stopped in each repeat (labels), the test accuracy
+    there and at the budget. Round i's evidence was recorded after the fit on curve[i]'s labels; a criterion
+    that never says stop runs to the budget."""
+    from . import stopping
+
+    report: dict[str, Any] = {}
+    for spec in STOPPING_REPORTED:
+        criterion = stopping.parse_criterion(spec)
+        stops, acc_stop, acc_budget = [], [], []
+        for curve, rounds in zip(curves, evidence):
+            history = [stopping.RoundEvidence.from_dict(ev["evidence"]) for ev in rounds if ev.get("evidence")]
+            i = stopping.first_stop(history, criterion, budget=budget)
+            point = curve[-1] if i is None else curve[i]
+            stops.append(int(point["labels"]))
+            acc_stop.append(float(point["accuracy"]))
+            acc_budget.append(float(curve[-1]["accuracy"]))
+        report[spec] = {
+            "stopped_at_labels": stops,
+            "stopped_before_budget": sum(1 for x in stops if x < budget),
+            "mean_labels": float(np.mean(stops)),
+            "accuracy_at_stop": float(np.mean(acc_stop)),
+            "accuracy_at_budget": float(np.mean(acc_budget)),
+            "accuracy_loss": float(np.mean(np.asarray(acc_budget) - np.asarray(acc_stop))),
+        }
+    return report
 
 
 def _summarise(curves: list[list[dict[str, float]]], start: int, budget: int) -> dict[str, Any]:
@@ -403,6 +429,19 @@ def markdown_report(result: dict[str, Any], title: str = "Simulation") -> str:
         "",
         f"Cold start at {cold['labels']} labels (2 × classes): seeded {cold['seeded_accuracy']:.3f} ± {cold['seeded_accuracy_std']:.3f}, "
         f"random {cold['random_accuracy']:.3f} ± {cold['random_accuracy_std']:.3f}.",
+        "",
+        "Stopping criteria (where each would have stopped, per strategy; accuracy there vs at the budget):",
+        "",
+        "| strategy | criterion | stopped at (labels, per repeat) | accuracy at stop | accuracy at budget |",
+        "|---|---|---|---|---|",
+    ]
+    for label, s in result["strategies"].items():
+        for spec, st in (s.get("stopping") or {}).items():
+            lines.append(
+                f"| {label} | {spec} | {', '.join(str(x) for x in st['stopped_at_labels'])} | "
+                f"{st['accuracy_at_stop']:.4f} | {st['accuracy_at_budget']:.4f} |"
+            )
+    lines += [
         "",
         "![learning curves](learning_curves.png)",
         "",
