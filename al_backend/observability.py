@@ -41,7 +41,14 @@ HELP = {
     "labeled": ("gauge", "Labeled tasks at the last round."),
     "clusters_covered": ("gauge", "Cold-start clusters with at least one label."),
     "embeddings_cached": ("gauge", "Embeddings in the cache."),
+    "stop_recommended": ("gauge", "1 when the stopping criterion says labeling can stop (see al-backend status)."),
 }
+
+
+def stop_recommended(last_round: dict[str, Any] | None) -> float:
+    """1.0 when the last round's stopping decision was stop, else 0.0 (no round, or no decision yet)."""
+    decision = ((last_round or {}).get("metrics") or {}).get("stopping", {}).get("decision") or {}
+    return 1.0 if decision.get("stop") else 0.0
 
 
 def _escape(value: str) -> str:
@@ -71,6 +78,7 @@ def prometheus_text(store: Store | None, counters: Counters | None = None, label
         emit("labeled", *HELP["labeled"], s["labeled"])
         emit("clusters_covered", *HELP["clusters_covered"], s["clusters_covered"])
         emit("embeddings_cached", *HELP["embeddings_cached"], s["embeddings_cached"])
+        emit("stop_recommended", *HELP["stop_recommended"], stop_recommended(last))
     for name, value in sorted((counters.snapshot() if counters else {}).items()):
         emit(f"{name}_total", "counter", f"{name.replace('_', ' ').capitalize()} since the process started.", value)
     return "\n".join(lines) + "\n"
@@ -113,6 +121,7 @@ def prometheus_text_many(projects: list[tuple[dict[str, str], Store | None, dict
             add("labeled", *HELP["labeled"], labels, s["labeled"])
             add("clusters_covered", *HELP["clusters_covered"], labels, s["clusters_covered"])
             add("embeddings_cached", *HELP["embeddings_cached"], labels, s["embeddings_cached"])
+            add("stop_recommended", *HELP["stop_recommended"], labels, stop_recommended(last))
         for key, (name, kind, help_text) in SCHEDULER.items():
             if key in stats:
                 value = stats[key]

@@ -115,6 +115,7 @@ class Ranking:
     strategy: str
     probabilities: np.ndarray | None = None  # (n, C) aligned with ids, columns = classes
     classes: list[str] = field(default_factory=list)
+    stopping: dict[str, Any] | None = None  # the round's stopping decision (stop, criterion, reason, evidence)
 
     def __len__(self) -> int:
         return len(self.ids)

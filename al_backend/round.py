@@ -175,6 +175,7 @@ class Round:
         self._select(w)
         ranking = self._rank(w)
         self._stopping(w, ranking)
+        ranking.stopping = w.stopping.get("decision")
         if not dry_run:
             self._record(w, ranking)
         return ranking

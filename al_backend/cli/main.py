@@ -264,6 +264,8 @@ def status(
     try:
         with Store.open(state, create=False) as store:
             summary = store.summary()
+        last_metrics = (summary["last_round"] or {}).get("metrics") or {}
+        summary["stopping"] = (last_metrics.get("stopping") or {}).get("decision")
     except ALBackendError as e:
         fail(e, as_json)
         return
@@ -293,6 +295,10 @@ def status(
         )
         nxt = "model-based selection" if last["phase"] == "model" else "seeding (classes or clusters not yet covered)"
         out.print(f"next round: {nxt}")
+        decision = (last.get("metrics") or {}).get("stopping", {}).get("decision")
+        if decision:
+            verdict = "[bold green]STOP labeling[/]" if decision["stop"] else "keep labeling"
+            out.print(f"stopping ({decision['criterion']}): {verdict}: ", Text(decision["reason"]))
 
 
 @app.command(epilog="Example:\n\n  al-backend embed --input examples/tasks.jsonl")
