@@ -107,6 +107,8 @@ def build_config(config: Optional[Path], source: str, **flags: Any) -> Config:
         "strategy": "strategy.name",
         "epsilon": "strategy.epsilon",
         "seed": "strategy.seed",
+        "stopping": "stopping.criterion",
+        "budget": "stopping.budget",
         "input": "file.input",
         "output": "file.output",
         "labels": "file.labels",
@@ -165,6 +167,8 @@ def prioritize(
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Selection strategy (see `al-backend strategies`); 'default' is the measured best."),
     epsilon: Optional[float] = typer.Option(None, "--epsilon", help="Fraction of the batch replaced by random exploration picks (0..1)."),
     random_state: Optional[int] = RandomStateOpt,
+    stopping: Optional[str] = typer.Option(None, "--stopping", help="Stopping criterion spec (see `al-backend strategies`); TOML [stopping] criterion."),
+    budget: Optional[int] = typer.Option(None, "--budget", help="Labels you can afford: the stopping decision says stop there; TOML [stopping] budget."),
     state: Optional[Path] = StateOpt,
     config: Optional[Path] = ConfigOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute and print the ranking; push nothing and record nothing."),
@@ -182,7 +186,7 @@ def prioritize(
         cfg = build_config(
             config, source, input=input, output=output, labels=labels, vectors=vectors, project=project,
             dataset=dataset, workspace=workspace, batch_size=batch_size, strategy=strategy, epsilon=epsilon,
-            seed=random_state, state=state,
+            seed=random_state, stopping=stopping, budget=budget, state=state,
         )
         connector = make_connector(cfg, source, skip_invalid=skip_invalid)
         result = run_project_round(cfg, connector, dry_run=dry_run, wait=wait, progress=not as_json)
@@ -209,6 +213,10 @@ def prioritize(
     )
     if result.get("skipped"):
         console.print(f"[yellow]skipped {result['skipped']} invalid rows[/]")
+    decision = ranking.stopping
+    if decision:
+        verdict = "[bold green]STOP labeling[/]" if decision["stop"] else "keep labeling"
+        console.print(f"stopping ({decision['criterion']}): {verdict}: ", Text(decision["reason"]))
 
 
 @app.command(epilog="Example:\n\n  al-backend seed --input examples/tasks.jsonl --output seeds.jsonl --batch-size 10")
@@ -347,17 +355,35 @@ def embed(
         )
 
 
-@app.command("strategies")
-def list_strategies_cmd() -> None:
-    """List the selection strategies and what each does."""
-    from .. import strategies
+@app.command("strategies", epilog="Example:\n\n  al-backend strategies --json | jq '.strategies.margin.needs'")
+def list_strategies_cmd(as_json: bool = JsonOpt) -> None:
+    """List the selection strategies (built-in and plugins), what each needs, and the stopping criteria."""
+    from .. import stopping, strategies
 
-    t = Table(title="strategies (use with --strategy NAME)")
+    registry = strategies.registry()
+    default = strategies.DEFAULT_STRATEGY
+    if as_json:
+        data = {
+            "default": default,
+            "strategies": {name: {"description": s.description, "needs": s.needs()} for name, s in registry.items()},
+            "stopping": stopping.describe_criteria(),
+        }
+        out.print_json(json.dumps(data))
+        return
+    t = Table(title=f"strategies (--strategy NAME; 'default' is {default})")
     t.add_column("name")
+    t.add_column("needs", overflow="fold")
     t.add_column("what it does", overflow="fold")
-    for name, doc in strategies.list_strategies().items():
-        t.add_row(name, doc)
+    for name, s in registry.items():
+        needs = ", ".join(k for k, v in s.needs().items() if v) or "-"
+        t.add_row(name + (" (default)" if name == default else ""), needs, s.description)
     out.print(t)
+    c = Table(title="stopping criteria (\\[stopping] criterion = SPEC; several joined by | stop when any does)")
+    c.add_column("name")
+    c.add_column("when it stops [parameters]", overflow="fold")
+    for name, doc in stopping.describe_criteria().items():
+        c.add_row(name, doc)
+    out.print(c)
 
 
 def _register_features() -> None:
