@@ -239,16 +239,16 @@ class ActiveLearner:
         return [classes[j] for j in proba.argmax(axis=1)]
 
     def stop_decision(self):
-        """Whether to stop labeling, by the stopping criterion, from the rounds queried so far.
+        """Whether to stop labeling now, by the stopping criterion: the evidence of the rounds queried so far
+        plus that of a model fitted on every label taught until now (nothing is recorded).
         Returns a `StopDecision` with `stop`, `criterion`, `reason` and `evidence`."""
-        from . import stopping
+        from .stopping import StopDecision
 
-        history = [
-            stopping.RoundEvidence.from_dict(r.metrics["stopping"]["evidence"])
-            for r in self._round.store.rounds()
-            if (r.metrics.get("stopping") or {}).get("evidence")
-        ]
-        return self._criterion.decide(history, budget=self.budget)
+        try:
+            ranking = self._round.run(self._pool(), batch_size=1, dry_run=True)
+        except EmptyPoolError:
+            return StopDecision(True, "pool_exhausted", "every row of the pool is labeled", {})
+        return StopDecision(**ranking.stopping) if ranking.stopping else StopDecision(False, self.stopping, "no evidence yet", {})
 
 
 def _parse_stopping(spec: str):
