@@ -113,3 +113,16 @@ def test_bad_input_gets_a_message_naming_what_is_wrong(call, message):
 def test_unknown_strategy_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="valid strategies: default"):
         al_backend.select(np.eye(4), [None] * 4, 1, strategy="nope")
+
+
+def test_the_readme_python_api_snippet_runs_as_written():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md (Python API)", "exec"), namespace)
+    assert namespace["rows"].shape == (20,) and namespace["proba"].shape == (5, 2)
+    assert namespace["decision"].stop in (True, False)
