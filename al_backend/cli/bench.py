@@ -186,11 +186,15 @@ def round_cmd(
         typer.echo(json.dumps(result))
         return
     table = Table(title=f"engine rounds: {pool_size:,} x {dim}, batch {batch_size}, {result['strategy']}")
-    for col in ("round", "total s", "embed s", "clusters s", "density s", "head s", "select s"):
-        table.add_column(col, justify="right")
+    steps = ("validate_s", "embed_s", "items_s", "clusters_s", "density_s", "head_s", "score_s", "select_s",
+             "rank_s", "stopping_s", "record_s", "other_s")
+    table.add_column("seconds")  # one column a round: the steps fit an 80-column terminal
     for r in result["rounds"]:
-        table.add_row(str(r["round"]), f"{r['seconds']:.2f}", *(f"{r.get(k, 0):.2f}" for k in
-                      ("embed_s", "clusters_s", "density_s", "head_s", "select_s")))
+        table.add_column(f"round {r['round']}", justify="right")
+    table.add_row("total", *(f"{r['seconds']:.2f}" for r in result["rounds"]))
+    for k in steps:
+        table.add_row(k[: -len("_s")], *(f"{r.get(k, 0):.2f}" for r in result["rounds"]))
+    table.add_row("head reused", *("yes" if r.get("head_reused") else "no" for r in result["rounds"]))
     out = Console()
     out.print(table)
     out.print(
