@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from . import seeding, strategies
 from .config import Config
 from .errors import ConfigError, EmptyPoolError, InputError
 from .pool import Pool, Ranking
-from .store import RoundWrite, Store, project_lock
+from .store import ItemColumnsWrite, RoundWrite, Store, project_lock
 from .tasks import ModelOutputs, TaskType, get_task
 
 log = logging.getLogger(__name__)
@@ -75,16 +77,27 @@ def fingerprint(*parts: Any) -> str:
     return h.hexdigest()
 
 
+def _gather(values: Sequence[Any], rows: np.ndarray) -> list[Any]:
+    """[values[i] for i in rows] through an object array: a C-level take, no Python bytecode per row."""
+    return np.fromiter(values, dtype=object, count=len(values)).take(rows).tolist()
+
+
 @dataclass
 class _Items:
     """The pool's rows against the items the state recorded last round (all arrays aligned with the pool)."""
 
-    hashes: list[bytes]
+    hashes: np.ndarray  # (n, 16) uint8: text_hash per row
     fresh: np.ndarray  # new task or changed text
     cluster: np.ndarray
     density: np.ndarray
     before: dict[str, np.ndarray]
     gone: list[str]
+    label: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # index into label_vocab, -1: none
+    label_vocab: list[Any] = field(default_factory=list)
+    ids_digest: str = ""
+    text_blocks: np.ndarray | None = None
+    aligned: bool = False  # the pool has the stored items' ids in the stored order
+    stored_text_blocks: np.ndarray | None = None
 
 
 @dataclass
@@ -229,32 +242,89 @@ class Round:
             w.X = self.embed_pool(w.pool)
 
     def _load_items(self, w: _Work) -> None:
-        """Compare the pool with the stored items: clusters and density are only computed for new or changed text."""
+        """Compare the pool with the stored items: clusters and density are only computed for new or changed text.
+
+        The state keeps its items as columns in the last pool's row order (Store.load_item_columns): a pool with
+        the same ids in the same order (one digest) is compared column by column, and only blocks of texts whose
+        digest changed are hashed row by row. Otherwise the pool's rows are matched to the stored ones by id."""
         from .embedding import text_hash
+        from .store import TEXT_BLOCK_ROWS, digest_strings, text_block_digests
 
         pool = w.pool
         n = len(pool)
         with self._timed(w, "items_s"):
-            hashes = [text_hash(tx) for tx in pool.texts]
-            items = self.store.load_items()
-            known = [items.get(tid) for tid in pool.ids]
-            fresh = np.fromiter((rec is None or rec[0] != h for rec, h in zip(known, hashes)), dtype=bool, count=n)
-            cluster = np.fromiter((-1 if rec is None else rec[1] for rec in known), dtype=np.int64, count=n)
-            density = np.fromiter(
-                (np.nan if rec is None or rec[2] is None else rec[2] for rec in known), dtype=np.float64, count=n
-            )
+            stored = self.store.load_item_columns()
+            ids_digest = digest_strings(pool.ids).hex()
+            blocks = text_block_digests(pool.texts)
+            aligned = stored.n == n and stored.ids_digest == ids_digest
+            if aligned:
+                rows = None
+                known = np.ones(n, dtype=bool)
+                gone: list[str] = []
+            else:
+                stored_ids = stored.ids if stored.ids is not None else self.store.item_ids()
+                position = dict(zip(stored_ids, range(len(stored_ids))))
+                rows = np.fromiter(map(position.get, pool.ids, itertools.repeat(-1)), dtype=np.int64, count=n)
+                known = rows >= 0
+                kept = np.zeros(len(stored_ids), dtype=bool)
+                kept[rows[known]] = True
+                gone = [stored_ids[j] for j in np.flatnonzero(~kept)]
+
+            def take(col: np.ndarray, fill: Any, dtype: Any) -> np.ndarray:
+                if rows is None:
+                    return col.astype(dtype, copy=True)
+                out = np.full((n, *col.shape[1:]), fill, dtype=dtype)
+                out[known] = col[rows[known]]
+                return out
+
+            hashes = take(stored.hashes, 0, np.uint8)
+            cluster = take(stored.cluster, -1, np.int64)
+            density = take(stored.density, np.nan, np.float64)
+            seeded = take(stored.seeded, 0, np.int64)
+            label_before = take(stored.label, -1, np.int32)
+            # texts: a block whose digest is the stored one keeps its rows' hashes; the others are hashed per row
+            if (
+                aligned and stored.text_blocks is not None and stored.block_rows == TEXT_BLOCK_ROWS
+                and stored.text_blocks.shape == blocks.shape
+            ):
+                stale = np.flatnonzero((stored.text_blocks != blocks).any(axis=1))
+                rehash = (
+                    np.concatenate([np.arange(b * TEXT_BLOCK_ROWS, min((b + 1) * TEXT_BLOCK_ROWS, n)) for b in stale])
+                    if stale.size else np.zeros(0, dtype=np.int64)
+                )
+            else:
+                rehash = np.arange(n)
+            fresh = ~known
+            if rehash.size:
+                texts = pool.texts
+                new = np.frombuffer(b"".join(map(text_hash, (texts[i] for i in rehash.tolist()))), dtype=np.uint8)
+                new = new.reshape(-1, 16)
+                fresh[rehash] |= (new != hashes[rehash]).any(axis=1)
+                hashes[rehash] = new
+            # labels as codes into the stored label values (a loop over labeled rows only)
+            vocab = list(stored.label_vocab)
+            index = {lab: i for i, lab in enumerate(vocab)}
+            label_now = np.full(n, -1, dtype=np.int32)
+            labels = pool.labels
+            for i in w.labeled_idx.tolist():
+                lab = labels[i]
+                code = index.get(lab)
+                if code is None:
+                    code = index[lab] = len(vocab)
+                    vocab.append(lab)
+                label_now[i] = code
             before = {
-                "known": np.fromiter((rec is not None for rec in known), dtype=bool, count=n),
-                "label_same": np.fromiter(
-                    (rec is not None and rec[3] == lab for rec, lab in zip(known, pool.labels)), dtype=bool, count=n
-                ),
+                "known": known,
+                "label_same": known & (label_now == label_before),
                 "cluster": cluster.copy(),
                 "density": density.copy(),
-                "seeded": np.fromiter((0 if rec is None else rec[4] for rec in known), dtype=np.int64, count=n),
+                "seeded": seeded,
             }
-            ids_now = set(pool.ids)
-            gone = [tid for tid in items if tid not in ids_now]
-        w.items = _Items(hashes=hashes, fresh=fresh, cluster=cluster, density=density, before=before, gone=gone)
+        w.items = _Items(
+            hashes=hashes, fresh=fresh, cluster=cluster, density=density, before=before, gone=gone,
+            label=label_now, label_vocab=vocab, ids_digest=ids_digest, text_blocks=blocks, aligned=aligned,
+            stored_text_blocks=stored.text_blocks if aligned else None,
+        )
 
     def _clusters(self, w: _Work) -> None:
         """Cold-start clusters: fitted once per state (FAISS k-means), new or changed items assigned to them."""
@@ -438,18 +508,20 @@ class Round:
             del X_u
 
     def _rank(self, w: _Work) -> Ranking:
+        from .store import digest_strings
+
         items, order = w.items, w.order
         assert items is not None and order is not None and w.batch is not None
         with self._timed(w, "rank_s"):
             n_u = w.unlabeled_idx.size
             ranked_rows = w.unlabeled_idx[order]
-            ids = [w.pool.ids[i] for i in ranked_rows]
+            ids = _gather(w.pool.ids, ranked_rows)
             components = {key: np.asarray(val, dtype=np.float64)[order] for key, val in w.components.items()}
             if w.need_density:
                 components.setdefault("density", items.density[ranked_rows])
             if w.head is not None and w.outputs.probs is not None:
                 predicted, confidence = self.task.predictions(w.head, w.outputs)
-                predicted = [predicted[i] for i in order]
+                predicted = _gather(predicted, order)
                 confidence = np.asarray(confidence)[order]
                 probabilities = w.outputs.probs[order]
                 classes = list(w.head.classes_)
@@ -460,7 +532,8 @@ class Round:
                 probabilities = None
                 classes = list(w.known_classes)
                 head_version = "none"
-            model_version = "al-" + fingerprint(head_version, w.strategy_used, ids, w.k)[:12]
+            # the ids enter as one digest (C-level), not as the repr of a million-element list
+            model_version = "al-" + fingerprint(head_version, w.strategy_used, digest_strings(ids), w.k)[:12]
             return Ranking(
                 ids=ids,
                 priority=Ranking.priorities(n_u),
@@ -555,16 +628,44 @@ class Round:
             ~before["known"] | items.fresh | ~before["label_same"] | (items.cluster != before["cluster"])
             | (now_seeded != before["seeded"]) | density_changed
         )
+        changed_rows = np.flatnonzero(changed)
+        rows = changed_rows.tolist()  # a loop over changed rows only: none in a steady round
+        hash_blob = items.hashes[changed_rows].tobytes()
+        density_rows = items.density[changed_rows]
+        density_col = [None if math.isnan(x) else x for x in density_rows.tolist()]
+        cluster_col, seeded_col = items.cluster[changed_rows].tolist(), now_seeded[changed_rows].tolist()
         item_rows = [
-            (pool.ids[i], items.hashes[i], int(items.cluster[i]), None if nan_now[i] else float(items.density[i]),
-             pool.labels[i], int(now_seeded[i]), ranking.round_id)
-            for i in np.flatnonzero(changed)
+            (pool.ids[i], hash_blob[16 * j : 16 * j + 16], cluster_col[j], density_col[j], pool.labels[i],
+             seeded_col[j], ranking.round_id)
+            for j, i in enumerate(rows)
         ]
         disagreements = []
-        for i, tid in enumerate(pool.ids):
-            dis = pool.meta[i].get("annotation_labels") if pool.meta[i] else None
+        for i in itertools.compress(range(len(pool)), pool.meta):  # rows with metadata only
+            dis = pool.meta[i].get("annotation_labels")
             if dis and len(set(dis)) > 1:
-                disagreements.append((tid, list(dis), pool.labels[i]))
+                disagreements.append((pool.ids[i], list(dis), pool.labels[i]))
+        # the item columns: only those that changed are written (none in a steady round)
+        columns = {
+            "hash": items.hashes, "cluster": items.cluster, "density": items.density, "seeded": now_seeded,
+            "label": items.label, "text_blocks": items.text_blocks,
+        }
+        if items.aligned:
+            differs = {
+                "hash": bool(items.fresh.any()),
+                "cluster": not np.array_equal(items.cluster, before["cluster"]),
+                "density": bool(density_changed.any()),
+                "seeded": not np.array_equal(now_seeded, before["seeded"]),
+                "label": not bool(before["label_same"].all()),
+                "text_blocks": items.stored_text_blocks is None or items.text_blocks is None
+                or not np.array_equal(items.text_blocks, items.stored_text_blocks),
+            }
+            changed_cols = {name for name, differ in differs.items() if differ}
+        else:
+            changed_cols = set(columns)
+        item_columns = ItemColumnsWrite(
+            n=len(pool), ids_digest=items.ids_digest, columns=columns, changed=changed_cols,
+            label_vocab=items.label_vocab, ids=None if items.aligned else list(pool.ids),
+        )
         model = None
         meta = {"vector_dim": str(w.X.shape[1])}
         if w.stop_set_ids is not None:
@@ -586,6 +687,7 @@ class Round:
                 model=model,
                 centroids=w.centroids if w.new_clusters else None,
                 meta=meta,
+                item_columns=item_columns,
             )
         )
 

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import sqlite3
@@ -125,6 +126,7 @@ class RoundWrite:
     centroids: np.ndarray | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    item_columns: ItemColumnsWrite | None = None
 
 
 def _clean(x: Any) -> Any:
@@ -136,6 +138,93 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, default=lambda o: o.item() if isinstance(o, np.generic) else str(o), sort_keys=True)
 
 
+ITEM_COLUMNS_KEY = "item_columns"
+ITEM_ARRAY_PREFIX = "items/"
+TEXT_BLOCK_ROWS = 4096  # rows per text digest: an unchanged block of texts is not hashed row by row
+
+
+def digest_strings(strings: Sequence[str]) -> bytes:
+    """16-byte digest of a sequence of strings: one C-level join and one hash instead of a hash per row.
+    Newline-joined when no string holds a newline (n - 1 of them in the join), else lengths + contents;
+    either way the split is unambiguous, and the two forms are told apart."""
+    h = hashlib.blake2b(digest_size=16)
+    n = len(strings)
+    joined = "\n".join(strings)
+    if joined.count("\n") == max(n - 1, 0):
+        h.update(b"lines %d\n" % n)
+    else:
+        h.update(b"lengths %d\n" % n)
+        h.update(np.fromiter(map(len, strings), dtype="<i8", count=n).tobytes())
+        joined = "".join(strings)
+    h.update(joined.encode("utf-8", "surrogatepass"))
+    return h.digest()
+
+
+def text_block_digests(texts: Sequence[str], block_rows: int = TEXT_BLOCK_ROWS) -> np.ndarray:
+    """(ceil(n / block_rows), 16) uint8: the digest of each block of texts."""
+    out = b"".join(digest_strings(texts[s : s + block_rows]) for s in range(0, len(texts), block_rows))
+    return np.frombuffer(out, dtype=np.uint8).reshape(-1, 16).copy()
+
+
+@dataclass
+class ItemColumns:
+    """The items, as columns in the row order of the pool that recorded them last: a mirror of the items table,
+    written in the same transaction, so that a round compares a pool with the state without one Python object
+    per row. ids is None until needed (`Store.item_ids`): a pool with the same ids in the same order
+    (ids_digest) never needs them."""
+
+    n: int
+    ids_digest: str
+    hashes: np.ndarray  # (n, 16) uint8: text_hash per row
+    cluster: np.ndarray  # (n,) int64, -1: none
+    density: np.ndarray  # (n,) float64, NaN: none
+    seeded: np.ndarray  # (n,) int8
+    label: np.ndarray  # (n,) int32 index into label_vocab, -1: unlabeled
+    label_vocab: list[Any]
+    text_blocks: np.ndarray | None  # (blocks, 16) uint8, see text_block_digests; None: unknown
+    block_rows: int = TEXT_BLOCK_ROWS
+    ids: list[str] | None = None
+
+
+@dataclass
+class ItemColumnsWrite:
+    """What a round leaves in the item columns: every column of the new snapshot (arrays aligned with the
+    pool) and which of them changed (only those are written); ids when the pool's ids changed."""
+
+    n: int
+    ids_digest: str
+    columns: dict[str, np.ndarray]
+    changed: set[str]
+    label_vocab: list[Any]
+    ids: list[str] | None = None
+    block_rows: int = TEXT_BLOCK_ROWS
+
+
+_ITEM_COLUMN_DTYPES = {"hash": np.uint8, "cluster": np.int64, "density": np.float64, "seeded": np.int8,
+                       "label": np.int32, "text_blocks": np.uint8}
+
+
+def _encode_ids(ids: Sequence[str]) -> tuple[str, bytes]:
+    """("lines", newline-joined UTF-8) when no id holds a newline (checked in C), else ("json", ...)."""
+    ids = ids if isinstance(ids, list) else list(ids)
+    try:
+        joined = "\n".join(ids)
+    except TypeError:
+        joined = None
+    if joined is not None and joined.count("\n") == max(len(ids) - 1, 0):
+        return "lines", joined.encode("utf-8", "surrogatepass")
+    return "json", json.dumps(ids).encode()
+
+
+def _decode_ids(fmt: str, blob: bytes, n: int) -> list[str]:
+    if fmt == "json":
+        return json.loads(blob)
+    return blob.decode("utf-8", "surrogatepass").split("\n") if n else []
+
+
+RANKING_MAGIC = b"ALRANK1\n"  # not a zlib header: rankings written as zlib-compressed JSON still read
+
+
 class Store:
     """One project's state file. Open with `Store.open(path)`; close() or use as a context manager."""
 
@@ -145,7 +234,7 @@ class Store:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = True) -> "Store":
+    def open(cls, path: str | Path, *, create: bool = True) -> Store:
         path = Path(path)
         if path.exists():
             _check_foreign(path)
@@ -180,7 +269,7 @@ class Store:
         return store
 
     @classmethod
-    def memory(cls) -> "Store":
+    def memory(cls) -> Store:
         """A state that lives in memory only (simulations, the Python API): the same schema and code paths as a
         file, nothing written to disk."""
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
@@ -201,7 +290,7 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -320,14 +409,80 @@ class Store:
 
     # ---------------------------------------------------------------- items
     def load_items(self) -> dict[str, tuple[bytes, int, float | None, str | None, int]]:
-        """item_id -> (text_hash, cluster, density, label, seeded)."""
+        """item_id -> (text_hash, cluster, density, label, seeded): the items table, one tuple per row (tests,
+        tools). A round reads `load_item_columns` instead."""
         return {
             r[0]: (r[1], r[2], r[3], r[4], r[5])
             for r in self.conn.execute("SELECT item_id, text_hash, cluster, density, label, seeded FROM items")
         }
 
+    def load_item_columns(self) -> ItemColumns:
+        """The items as columns: the snapshot the last round wrote when it is current (it was written by the
+        newest round), else rebuilt from the items table (a state written before the snapshot existed)."""
+        raw = self.get_meta(ITEM_COLUMNS_KEY)
+        info = json.loads(raw) if raw else None
+        if info is not None and info.get("round") == self.next_round_id() - 1:
+            got = {name: self.get_array(ITEM_ARRAY_PREFIX + name) for name in _ITEM_COLUMN_DTYPES}
+            blocks = got.pop("text_blocks")
+            n = int(info["n"])
+            cols = {k: v for k, v in got.items() if v is not None and len(v) == n}
+            if len(cols) == len(got):
+                return ItemColumns(
+                    n=n, ids_digest=info["ids_digest"], hashes=cols["hash"].reshape(n, 16),
+                    cluster=cols["cluster"].astype(np.int64, copy=False),
+                    density=cols["density"].astype(np.float64, copy=False),
+                    seeded=cols["seeded"].astype(np.int8, copy=False),
+                    label=cols["label"].astype(np.int32, copy=False), label_vocab=list(info["label_vocab"]),
+                    text_blocks=None if blocks is None else blocks.reshape(-1, 16),
+                    block_rows=int(info["block_rows"]),
+                )
+        return self._item_columns_from_table()
+
+    def item_ids(self) -> list[str]:
+        """The ids of the current item snapshot, in its row order."""
+        info = json.loads(self.get_meta(ITEM_COLUMNS_KEY) or "{}")
+        blob = self.get_array(ITEM_ARRAY_PREFIX + "ids")
+        if not info or blob is None:
+            return self._item_columns_from_table().ids or []
+        return _decode_ids(info["ids_format"], blob.tobytes(), int(info["n"]))
+
+    def _item_columns_from_table(self) -> ItemColumns:
+        rows = self.conn.execute("SELECT item_id, text_hash, cluster, density, label, seeded FROM items").fetchall()
+        n = len(rows)
+        ids = [r[0] for r in rows]
+        hashes = np.zeros((n, 16), dtype=np.uint8)
+        for i, r in enumerate(rows):
+            h = bytes(r[1])
+            if len(h) == 16:
+                hashes[i] = np.frombuffer(h, dtype=np.uint8)
+        vocab = list(dict.fromkeys(r[4] for r in rows if r[4] is not None))
+        index = {lab: i for i, lab in enumerate(vocab)}
+        return ItemColumns(
+            n=n, ids_digest="", hashes=hashes,
+            cluster=np.fromiter((r[2] for r in rows), dtype=np.int64, count=n),
+            density=np.fromiter((np.nan if r[3] is None else r[3] for r in rows), dtype=np.float64, count=n),
+            seeded=np.fromiter((r[5] for r in rows), dtype=np.int8, count=n),
+            label=np.fromiter((-1 if r[4] is None else index[r[4]] for r in rows), dtype=np.int32, count=n),
+            label_vocab=vocab, text_blocks=None, ids=ids,
+        )
+
+    def _write_item_columns(self, cols: ItemColumnsWrite, round_id: int) -> None:
+        """Write inside the caller's transaction: the changed columns, the ids if they changed, and the marker
+        that says the snapshot is current as of this round."""
+        for name in _ITEM_COLUMN_DTYPES:
+            if name in cols.changed:
+                self.put_array(ITEM_ARRAY_PREFIX + name, np.asarray(cols.columns[name], dtype=_ITEM_COLUMN_DTYPES[name]))
+        info = json.loads(self.get_meta(ITEM_COLUMNS_KEY) or "{}")
+        if cols.ids is not None:
+            fmt, blob = _encode_ids(cols.ids)
+            self.put_array(ITEM_ARRAY_PREFIX + "ids", np.frombuffer(blob, dtype=np.uint8))
+            info["ids_format"] = fmt
+        info.update(round=round_id, n=cols.n, ids_digest=cols.ids_digest, label_vocab=cols.label_vocab,
+                    block_rows=cols.block_rows)
+        self.set_meta(ITEM_COLUMNS_KEY, json.dumps(info, default=str))
+
     # ---------------------------------------------------------------- recording a round
-    def record_round(self, rec: "RoundWrite") -> None:
+    def record_round(self, rec: RoundWrite) -> None:
         """Everything a round leaves behind, in one transaction: changed items, clusters, the model, the round
         with its full ranking, the selected batch with its score components, disagreements and stopping state.
         A crash before COMMIT leaves the previous state intact."""
@@ -347,6 +502,10 @@ class Store:
             )
             if rec.gone:
                 c.executemany("DELETE FROM items WHERE item_id=?", ((g,) for g in rec.gone))
+            if rec.item_columns is not None:
+                self._write_item_columns(rec.item_columns, ranking.round_id)
+            else:  # items written without their columns: the snapshot is stale, rebuilt from the table next time
+                c.execute("DELETE FROM meta WHERE key=?", (ITEM_COLUMNS_KEY,))
             c.executemany(
                 "INSERT OR REPLACE INTO disagreements VALUES (?, ?, ?, ?)",
                 ((tid, json.dumps(labels), chosen, ranking.round_id) for tid, labels, chosen in rec.disagreements),
@@ -402,20 +561,19 @@ class Store:
         ).fetchone()
         if row is None:
             raise StateError(f"round {round_id} is not in {self.path}")
-        d = json.loads(zlib.decompress(row[0]))
-        n = len(d["ids"])
+        d = Store.decode_ranking(bytes(row[0]))
         return Ranking(
             ids=d["ids"],
-            priority=np.asarray(d["priority"], dtype=np.float64),
+            priority=d["priority"],
             batch_size=row[3],
             components={},
-            predicted=d.get("predicted", [None] * n),
-            confidence=np.asarray([np.nan if c is None else c for c in d.get("confidence", [None] * n)], dtype=np.float64),
-            cluster=np.asarray(d.get("cluster", [-1] * n), dtype=np.int64),
+            predicted=d["predicted"],
+            confidence=d["confidence"],
+            cluster=d["cluster"],
             round_id=round_id,
             model_version=row[2],
             strategy=row[1],
-            classes=d.get("classes", []),
+            classes=d["classes"],
         )
 
     def selections(self, round_id: int) -> list[dict[str, Any]]:
@@ -427,16 +585,86 @@ class Store:
 
     @staticmethod
     def encode_ranking(ranking) -> bytes:
-        conf = [None if np.isnan(c) else float(c) for c in np.asarray(ranking.confidence, dtype=np.float64)]
-        data = {
-            "ids": list(ranking.ids),
-            "priority": np.asarray(ranking.priority).tolist(),
-            "predicted": list(ranking.predicted),
-            "confidence": conf,
-            "cluster": np.asarray(ranking.cluster).astype(int).tolist(),
-            "classes": list(ranking.classes),
+        """Columnar and binary: a header (JSON) then raw little-endian arrays, the ids one newline-joined blob,
+        predictions as codes into their distinct values. No per-row Python objects (JSON-encoding 1M rows took
+        seconds); the ids and codes are zlib-compressed, the float columns stored as they are."""
+        from .pool import Ranking
+
+        n = len(ranking.ids)
+        ids_format, ids_blob = _encode_ids(ranking.ids)
+        priority = np.asarray(ranking.priority, dtype=np.float64)
+        header: dict[str, Any] = {"n": n, "ids": ids_format, "classes": list(ranking.classes)}
+        parts: list[tuple[str, bytes]] = [("ids", zlib.compress(ids_blob, 1))]
+        if priority.shape == (n,) and np.array_equal(priority, Ranking.priorities(n)):
+            header["priority"] = "standard"  # 1 - rank / n, recomputed on reading
+        else:
+            parts.append(("priority", priority.astype("<f8").tobytes()))
+        predicted = list(ranking.predicted)
+        try:
+            vocab = list(dict.fromkeys(predicted))
+            index = {v: i for i, v in enumerate(vocab)}
+            codes = np.fromiter(map(index.__getitem__, predicted), dtype=np.int64, count=n)
+            json.dumps(vocab)
+        except (TypeError, ValueError):  # unhashable or unusual predictions: one JSON list
+            header["predicted"] = "json"
+            parts.append(("predicted", zlib.compress(json.dumps(predicted, default=str).encode(), 1)))
+        else:
+            code_dtype = "<i2" if len(vocab) < 2**15 else "<i4"
+            header["predicted"] = {"vocab": vocab, "dtype": code_dtype}
+            parts.append(("predicted", zlib.compress(codes.astype(code_dtype).tobytes(), 1)))
+        parts.append(("confidence", np.asarray(ranking.confidence, dtype=np.float64).astype("<f8").tobytes()))
+        parts.append(("cluster", zlib.compress(np.asarray(ranking.cluster).astype("<i8").tobytes(), 1)))
+        header["parts"] = [[name, len(blob)] for name, blob in parts]
+        head = json.dumps(header).encode()
+        return b"".join([RANKING_MAGIC, len(head).to_bytes(8, "little"), head, *(blob for _, blob in parts)])
+
+    @staticmethod
+    def decode_ranking(blob: bytes) -> dict[str, Any]:
+        """ids, priority, predicted, confidence, cluster, classes of an encoded ranking: the binary format, or
+        the zlib-compressed JSON that earlier versions wrote."""
+        from .pool import Ranking
+
+        if not blob.startswith(RANKING_MAGIC):
+            d = json.loads(zlib.decompress(blob))
+            n = len(d["ids"])
+            return {
+                "ids": d["ids"],
+                "priority": np.asarray(d["priority"], dtype=np.float64),
+                "predicted": d.get("predicted", [None] * n),
+                "confidence": np.asarray(
+                    [np.nan if c is None else c for c in d.get("confidence", [None] * n)], dtype=np.float64
+                ),
+                "cluster": np.asarray(d.get("cluster", [-1] * n), dtype=np.int64),
+                "classes": d.get("classes", []),
+            }
+        pos = len(RANKING_MAGIC)
+        size = int.from_bytes(blob[pos : pos + 8], "little")
+        pos += 8
+        header = json.loads(blob[pos : pos + size])
+        pos += size
+        parts: dict[str, bytes] = {}
+        for name, length in header["parts"]:
+            parts[name] = blob[pos : pos + length]
+            pos += length
+        n = int(header["n"])
+        if header["predicted"] == "json":
+            predicted = json.loads(zlib.decompress(parts["predicted"]))
+        else:
+            vocab = header["predicted"]["vocab"]
+            codes = np.frombuffer(zlib.decompress(parts["predicted"]), dtype=header["predicted"]["dtype"])
+            values = np.empty(len(vocab), dtype=object)
+            for i, v in enumerate(vocab):
+                values[i] = v
+            predicted = values[codes].tolist() if n else []
+        return {
+            "ids": _decode_ids(header["ids"], zlib.decompress(parts["ids"]), n),
+            "priority": Ranking.priorities(n) if header.get("priority") == "standard"
+            else np.frombuffer(parts["priority"], dtype="<f8").astype(np.float64),
+            "predicted": predicted,
+            "confidence": np.frombuffer(parts["confidence"], dtype="<f8").astype(np.float64),
+            "cluster": np.frombuffer(zlib.decompress(parts["cluster"]), dtype="<i8").astype(np.int64),
+            "classes": header.get("classes", []),
         }
-        return zlib.compress(json.dumps(data).encode(), 1)
 
     # ---------------------------------------------------------------- models
     def put_model(self, version: str, round_id: int, state: dict[str, Any]) -> None:
