@@ -78,12 +78,15 @@ class LabelStudioServer:
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
         """One call as the admin user. A GET answered 500 is repeated twice (as a browser user would reload):
-        Label Studio on SQLite can fail a read-and-lock call such as /next/ while a bulk write holds the lock."""
-        attempts = 3 if method.upper() == "GET" else 1
+        Label Studio on SQLite can fail a read-and-lock call such as /next/ while a bulk write holds the lock;
+        so is any call answered "database is locked" (SQLite rolled it back)."""
+        attempts = 3
         for attempt in range(attempts):
             with self.client() as c:
                 r = c.request(method, path, **kw)
-            if r.status_code < 500 or attempt == attempts - 1:
+            # a write answered "database is locked" was rolled back by SQLite: repeating it cannot duplicate it
+            retry = method.upper() == "GET" or "database is locked" in r.text
+            if r.status_code < 500 or not retry or attempt == attempts - 1:
                 break
             print(f"Label Studio {method} {path}: HTTP {r.status_code}, retrying", file=sys.stderr)
             time.sleep(1.0)
