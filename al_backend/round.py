@@ -770,9 +770,7 @@ def run_project_round(
             store = stack.enter_context(Store.open(cfg.state.path))
             round_ = Round(cfg, store, progress=progress)
         store = round_.store
-        bind = getattr(connector, "bind", None)
-        if bind is not None:
-            bind(store, round_.embedder)
+        connector.bind(store, round_.embedder)
         target = connector.describe()
         log.info("round starting: %s, state %s", target, cfg.state.path)
         resumed = None

@@ -127,7 +127,9 @@ def build_config(config: Optional[Path], source: str, **flags: Any) -> Config:
 
 
 # ---------------------------------------------------------------------- shared options
-SourceOpt = typer.Option("file", "--source", "-s", help="Where tasks live: file, labelstudio or argilla.")
+SourceOpt = typer.Option(
+    "file", "--source", "-s", help="Where tasks live: file, labelstudio, argilla, or a connector plugin's name."
+)
 InputOpt = typer.Option(None, "--input", "-i", help="[file] tasks: .jsonl, .csv or .parquet with id, text[, label].")
 OutputOpt = typer.Option(None, "--output", "-o", help="[file] where to write the ranking (.jsonl, .csv, .parquet).")
 ProjectOpt = typer.Option(None, "--project", help="[labelstudio] project id.")

@@ -58,8 +58,15 @@ class ToyConnector(ConnectorBase):
         return PushReport(pushed=len(ranking), target=self.describe())
 
 
-def toy_strategy(ctx, k, rng):
-    return list(range(k)), {}
+from al_backend.strategies import Strategy
+
+
+def least_first_feature(ctx):
+    # asks first for the rows with the smallest first coordinate: easy to check by hand
+    return -ctx.X[:, 0]
+
+
+toy_strategy = Strategy(name="toy_margin", scorer=least_first_feature, description="smallest x0 first")
 '''
 
 
@@ -131,8 +138,31 @@ def test_a_strategy_declared_by_an_installed_distribution_is_found_by_its_group(
     found = plugins.load_entry_points("al_backend.strategies")
     assert set(found) == {"toy_margin"}
     assert found["toy_margin"] is sys.modules["toy_plugin"].toy_strategy
-    assert found["toy_margin"](None, 2, None) == ([0, 1], {})
     assert plugins.entry_point_names("al_backend.strategies") == ["toy_margin"]
+
+
+def test_a_plugin_strategy_is_listed_and_runs_in_the_round(toy):
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    import al_backend
+    from al_backend.cli.main import app
+    from al_backend.strategies import get_strategy
+
+    assert get_strategy("toy_margin").needs() == {
+        "probabilities": False, "committee": False, "embeddings": False, "density": False, "batch_aware": False,
+    }
+    listing = CliRunner().invoke(app, ["strategies", "--json"])
+    assert listing.exit_code == 0 and "toy_margin" in json.loads(listing.output)["strategies"]
+    X = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
+    learner = al_backend.ActiveLearner(X, strategy="toy_margin", random_state=0)
+    # half the pool labeled, two classes: past seeding, so the model phase runs the plugin's scorer
+    learner.teach(range(30), ["a" if v > 0 else "b" for v in X[:30, 1]])
+    picks = learner.query(5)
+    unlabeled = np.arange(30, 60)
+    assert picks.tolist() == unlabeled[np.argsort(X[unlabeled, 0], kind="stable")][:5].tolist()
 
 
 def test_a_plugin_is_imported_once_and_only_when_used(toy):
