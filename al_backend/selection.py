@@ -502,3 +502,67 @@ def full_order(indices: np.ndarray, primary_score: np.ndarray) -> np.ndarray:
     rest = np.flatnonzero(rest_mask)
     rest = rest[np.argsort(-primary_score[rest], kind="stable")]
     return np.concatenate([indices, rest]).astype(np.int64)
+
+
+TYPICLUST_NEIGHBOURS = 20
+TYPICLUST_MAX_CLUSTERS = 500
+
+
+def typiclust(
+    X: np.ndarray,
+    k: int,
+    labeled: np.ndarray | None = None,
+    *,
+    seed: int = 0,
+    n_neighbours: int = TYPICLUST_NEIGHBOURS,
+    max_clusters: int = TYPICLUST_MAX_CLUSTERS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """TypiClust (Hacohen, Dekel & Weinshall 2022): the most typical unlabeled item of the least covered,
+    largest clusters. Returns ((k,) distinct row indices into X in pick order, (n,) typicality of X's rows).
+
+    X: (n, d) unlabeled rows; labeled: (m, d) labeled rows (they cover clusters; never returned).
+    The pool (labeled + unlabeled) is clustered by FAISS k-means into min(m + k, max_clusters) clusters (the
+    paper's |L| + B, capped as scikit-activeml does); typicality of a row is the inverse mean distance to its
+    `n_neighbours` nearest rows of the same cluster (FAISS kNN, within-cluster filter). Each pick takes the
+    cluster with the fewest labels (ties: the largest), and its most typical remaining row.
+    """
+    import faiss
+
+    X = _as_float_matrix(X, "X")
+    n = X.shape[0]
+    k = _check_k(k, n)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(n)
+    L = np.zeros((0, X.shape[1]), np.float32) if labeled is None else _as_float_matrix(labeled, "labeled")
+    pool = np.ascontiguousarray(np.vstack([X, L]), dtype=np.float32)  # unlabeled rows first: row i of X is row i
+    n_clusters = int(max(1, min(len(L) + k, max_clusters, len(pool))))
+    km = faiss.Kmeans(pool.shape[1], n_clusters, niter=20, seed=int(seed), verbose=False, min_points_per_centroid=1)
+    km.train(pool)
+    _, assign = km.index.search(pool, 1)
+    assign = assign.ravel().astype(np.int64)
+    # within-cluster kNN: search more neighbours than needed, keep those of the same cluster
+    index = faiss.IndexFlatL2(pool.shape[1])
+    index.add(pool)
+    depth = int(min(len(pool), 2 * n_neighbours + 1))
+    sq, nb = index.search(X, depth)
+    same = (nb >= 0) & (assign[np.maximum(nb, 0)] == assign[:n, None]) & (nb != np.arange(n)[:, None])
+    use = same & (np.cumsum(same, axis=1) <= n_neighbours)
+    count = use.sum(axis=1)
+    dist = np.sqrt(np.maximum(sq, 0.0))
+    typicality = np.where(count > 0, count / np.maximum((dist * use).sum(axis=1), 1e-12), 0.0)
+    sizes = np.bincount(assign, minlength=n_clusters)
+    covered = np.bincount(assign[n:], minlength=n_clusters).astype(np.int64)
+    # rows of each cluster, most typical first: one sort, then a cursor per cluster (k picks, not n)
+    order = np.lexsort((-typicality, assign[:n]))
+    starts = np.searchsorted(assign[:n][order], np.arange(n_clusters))
+    ends = np.searchsorted(assign[:n][order], np.arange(n_clusters), side="right")
+    cursor = starts.copy()
+    picks = np.empty(k, dtype=np.int64)
+    for j in range(k):  # k picks over n_clusters clusters: no loop over pool rows
+        available = cursor < ends
+        key = np.where(available, covered.astype(np.float64) * (len(pool) + 1) - sizes, np.inf)
+        c = int(np.argmin(key))
+        picks[j] = order[cursor[c]]
+        cursor[c] += 1
+        covered[c] += 1
+    return picks, typicality.astype(np.float64)

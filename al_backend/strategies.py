@@ -49,7 +49,7 @@ class ModelRequiredError(ALBackendError, ValueError):
 _PROB_SCORERS = ("least_confidence", "margin", "entropy", "egl")
 _COMMITTEE_SCORERS = ("vote_entropy", "kl_consensus", "bald")
 _SCORERS = ("random", "none") + _PROB_SCORERS + _COMMITTEE_SCORERS
-_SELECTORS = ("top_k", "kcenter", "hybrid", "diverse")
+_SELECTORS = ("top_k", "kcenter", "hybrid", "diverse", "typiclust")
 # parameters each selector accepts (plus "density_beta"/"density_k" for every strategy)
 # parameters select_batch accepts for any strategy; each strategy uses those that apply to it
 _ALL_PARAMS = ("alpha", "form", "m_factor", "method", "seed", "beta", "density_beta", "density_k")
@@ -133,6 +133,8 @@ class Strategy:
     @property
     def primary(self) -> str:
         """Name of the component that ranks the rows after the batch."""
+        if self.selector == "typiclust":
+            return "typicality"
         if self.scorer == "none":
             return "distance"
         if self.density_beta is not None:
@@ -157,6 +159,12 @@ STRATEGIES: dict[str, Strategy] = {
         _s("egl", "egl", "expected gradient length of the softmax head (closed form)"),
         _s("margin_density", "margin", "margin x kNN density (information density, beta 1)", density_beta=1.0),
         _s("kcenter", "none", "greedy k-center / core-set on embeddings", selector="kcenter"),
+        _s(
+            "typiclust",
+            "none",
+            "TypiClust: the most typical item of the least covered, largest k-means clusters (|L| + B clusters)",
+            selector="typiclust",
+        ),
         _s(
             "hybrid",
             "margin",
@@ -382,7 +390,14 @@ def select_batch(
     n_eligible = n if eligible is None else int(eligible.sum())
     k = max(0, min(int(k), n_eligible))
     labeled = ctx.X_labeled if ctx.X_labeled is not None and len(ctx.X_labeled) else None
-    if strategy.selector == "kcenter":
+    if strategy.selector == "typiclust":
+        rows = np.arange(n) if eligible is None else np.flatnonzero(eligible)
+        local, typ = selection.typiclust(X[rows], k, labeled, seed=int(opts.get("seed", 0)))
+        indices = rows[local]
+        typicality = np.zeros(n)
+        typicality[rows] = typ
+        components = {"typicality": typicality, **components}
+    elif strategy.selector == "kcenter":
         indices, distance = selection._k_center(X, k, labeled, eligible)
         components = {"distance": distance, **components}
     elif strategy.selector == "hybrid":

@@ -277,3 +277,25 @@ def test_massive_ties_terminate_with_distinct_picks():
         assert len(np.unique(hybrid(np.zeros(len(X)), X, 40, alpha=1.0))) == 40
     finally:
         selection._MIN_POOL = saved
+
+
+def test_typiclust_takes_the_densest_point_of_each_uncovered_blob_first():
+    from al_backend.selection import typiclust
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=np.float32)
+    sizes = [60, 50, 40, 30]
+    X = np.vstack([c + rng.normal(scale=0.5, size=(s, 2)) for c, s in zip(centres, sizes)]).astype(np.float32)
+    blob = np.repeat(np.arange(4), sizes)
+    # one label in the largest blob and a batch of 3: |L| + B = 4 clusters, the blobs. The labeled blob is
+    # covered, so the picks go to the three others, largest first
+    picks, typ = typiclust(X, 3, labeled=centres[:1] + 0.1, seed=0)
+    assert blob[picks].tolist() == [1, 2, 3]
+    assert typ.shape == (len(X),)
+    # slow reference for the typicality of the first pick: 20 nearest others of its blob
+    i = picks[0]
+    same = np.flatnonzero(blob == blob[i])
+    d = np.sort(np.linalg.norm(X[same] - X[i], axis=1))[1:21]
+    assert typ[i] == pytest.approx(1 / d.mean(), rel=1e-4)
+    # the pick is the most typical row of its blob
+    assert typ[i] == pytest.approx(typ[same].max())
