@@ -508,8 +508,6 @@ class Round:
             del X_u
 
     def _rank(self, w: _Work) -> Ranking:
-        from .store import digest_strings
-
         items, order = w.items, w.order
         assert items is not None and order is not None and w.batch is not None
         with self._timed(w, "rank_s"):
@@ -532,8 +530,9 @@ class Round:
                 probabilities = None
                 classes = list(w.known_classes)
                 head_version = "none"
-            # the ids enter as one digest (C-level), not as the repr of a million-element list
-            model_version = "al-" + fingerprint(head_version, w.strategy_used, digest_strings(ids), w.k)[:12]
+            # the ranked ids enter as the pool's ids digest and the ranked rows (raw bytes): no pass over 1M
+            # strings in ranking order (the same pool in the same order gives the same version)
+            model_version = "al-" + fingerprint(head_version, w.strategy_used, items.ids_digest, ranked_rows, w.k)[:12]
             return Ranking(
                 ids=ids,
                 priority=Ranking.priorities(n_u),

@@ -165,10 +165,12 @@ def _ranking(n=50, predicted=None, priority=None, seed=0):
     )
 
 
-@pytest.mark.parametrize("variant", ["plain", "priority", "json_predicted", "newline_ids", "empty"])
+@pytest.mark.parametrize("variant", ["plain", "priority", "json_predicted", "newline_ids", "empty", "wide_cluster"])
 def test_ranking_encoding_round_trips(variant):
     n = 0 if variant == "empty" else 50
     r = _ranking(n)
+    if variant == "wide_cluster":
+        r.cluster = r.cluster * 2**40
     if variant == "priority":
         r.priority = np.linspace(1, 0.5, n)
     if variant == "json_predicted":
