@@ -30,6 +30,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import ConfigError
+from .redact import redact as redact_text, register_secret, register_url
 
 
 @dataclass
@@ -138,6 +139,9 @@ class Config:
             for section, key in SECRETS:
                 if out[section][key]:
                     out[section][key] = "***"
+            for section in ("labelstudio", "argilla"):
+                for key in URL_KEYS & set(out[section]):
+                    out[section][key] = redact_text(out[section][key])
         return out
 
 
@@ -147,6 +151,8 @@ SECRETS = [
     ("server", "basic_auth_pass"),
     ("server", "api_token"),
 ]
+
+URL_KEYS = {"url", "api_url"}  # their user info (http://user:password@host) is a secret too
 
 # Environment names the tools themselves use, mapped onto config keys.
 ENV_ALIASES = {
@@ -160,8 +166,9 @@ ENV_ALIASES = {
 }
 
 
-def _coerce(value: Any, typ: Any, where: str) -> Any:
-    """Convert a TOML/env/flag value to the field's type, or raise ConfigError naming the key."""
+def _coerce(value: Any, typ: Any, where: str, secret: bool = False) -> Any:
+    """Convert a TOML/env/flag value to the field's type, or raise ConfigError naming the key (never echoing a
+    secret's value: a wrongly typed token is still a token)."""
     typ_name = getattr(typ, "__name__", str(typ))
     try:
         if typ is bool:
@@ -191,7 +198,9 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
                 return list(value)
             raise ValueError
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {typ_name}, got {value!r}") from None
+        if secret:
+            raise ConfigError(f"{where}: expected {typ_name}, got a {type(value).__name__} (value not shown: it is a secret)") from None
+        raise ConfigError(f"{where}: expected {typ_name}, got {redact_text(repr(value))}") from None
     return value
 
 
@@ -204,7 +213,12 @@ def _apply(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
     if key not in hints:
         valid = ", ".join(hints)
         raise ConfigError(f"{where}: unknown key {key!r} in [{section}] (valid keys: {valid})")
-    setattr(sub, key, _coerce(value, hints[key], where))
+    secret = (section, key) in SECRETS
+    if secret:
+        register_secret(value)
+    elif key in URL_KEYS:
+        register_url(value)
+    setattr(sub, key, _coerce(value, hints[key], where, secret=secret))
 
 
 def load_config(

@@ -8,6 +8,7 @@ from typing import Any
 
 from .config import Config
 from .engine import Engine
+from .preflight import check_round
 from .store import Store, project_lock
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,13 @@ def run_prioritize(
     wait: float = 0.0,
     progress: bool = True,
     connector: Any = None,
+    reset_state: bool = False,
 ) -> dict[str, Any]:
     """Run one round and push it. Returns a summary dict with the Ranking under "ranking"."""
     t0 = time.perf_counter()
+    check_round(cfg, source, dry_run=dry_run)  # paths to read and write, before the lock and the round
     connector = connector or make_source(cfg, source, skip_invalid=skip_invalid)
-    with project_lock(cfg.state.path, wait=wait), Store.open(cfg.state.path) as store:
+    with project_lock(cfg.state.path, wait=wait), Store.open(cfg.state.path, reset=reset_state) as store:
         log.info("round starting: %s, state %s", connector.describe(), cfg.state.path)
         target = connector.describe()
         resumed = None
