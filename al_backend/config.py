@@ -8,7 +8,7 @@
     [file]        input, output, labels, text_field, id_field, label_field, vectors, vectors_field, labels_fixed
     [labelstudio] url, api_key, project, text_key, from_name, prune_old_versions, timeout, retries
     [argilla]     api_url, api_key, dataset, workspace, text_field, question, vector_field, timeout, retries
-    [server]      host, port, basic_auth_user, basic_auth_pass, api_token
+    [server]      host, port, basic_auth_user, basic_auth_pass, api_token, max_body_bytes
 
 Environment: AL_<SECTION>_<KEY> (e.g. AL_STRATEGY_BATCH_SIZE=20), plus the tools' own names
 LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, ARGILLA_API_URL, ARGILLA_API_KEY, and AL_BASIC_AUTH_USER,
@@ -118,6 +118,7 @@ class ServerConfig:
     basic_auth_user: str = ""
     basic_auth_pass: str = ""
     api_token: str = ""
+    max_body_bytes: int = 16 * 1024 * 1024  # larger /predict, /webhook, /setup bodies are answered 413
 
 
 @dataclass
@@ -295,5 +296,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"[{name}] timeout must be > 0 seconds, got {section.timeout}")
         if not 0 <= section.retries <= 20:
             raise ConfigError(f"[{name}] retries must be in 0..20, got {section.retries}")
+    if cfg.server.max_body_bytes < 1024:
+        raise ConfigError(f"[server] max_body_bytes must be >= 1024, got {cfg.server.max_body_bytes}")
     if not 0 < cfg.server.port < 65536:
         raise ConfigError(f"[server] port must be in 1..65535, got {cfg.server.port}")

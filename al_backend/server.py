@@ -30,8 +30,10 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from . import schemas
 from .config import Config
 from .errors import ALBackendError, EmptyPoolError
+from .redact import redact, redact_obj
 
 log = logging.getLogger("al_backend.server")
 
@@ -415,9 +417,11 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
             return JSONResponse({"detail": "authentication required"}, status_code=401, headers=headers)
         return await call_next(request)
 
+    schemas.install(app, config.server.max_body_bytes)  # body-size limit, 422 naming the field, no bare 500
+
     @app.exception_handler(ALBackendError)
     async def _app_error(request: Request, exc: ALBackendError):
-        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=400)
+        return JSONResponse({"detail": redact(str(exc)), "error": type(exc).__name__}, status_code=400)
 
     @app.get("/health")
     @app.get("/")
@@ -427,6 +431,7 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
     @app.post("/setup")
     async def setup(request: Request):
         body = await _json(request)
+        schemas.validate_body(schemas.SetupRequest, body)
         project = parse_project(body.get("project"))
         schema = body.get("schema") or body.get("label_config") or ""
         from connectors.labelstudio import UnsupportedLabelConfig, parse_label_config
@@ -448,6 +453,7 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
 
     @app.post("/predict")
     def predict(body: dict[str, Any]):
+        schemas.validate_body(schemas.PredictRequest, body)
         tasks = body.get("tasks") or []
         project = parse_project(body.get("project"))
         if project is None and tasks:
@@ -466,6 +472,7 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
     @app.post("/webhook")
     async def webhook(request: Request):
         body = await _json(request)
+        schemas.validate_body(schemas.WebhookRequest, body)
         action = str(body.get("action") or "")
         project = parse_project(body.get("project"))
         if project is None and isinstance(body.get("task"), dict):
@@ -483,6 +490,7 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
     async def train(request: Request):
         """Older Label Studio versions call /train for "Start Training"; same effect as START_TRAINING."""
         body = await _json(request)
+        schemas.validate_body(schemas.TrainRequest, body)
         project = parse_project(body.get("project"))
         if project is None:
             return JSONResponse({"detail": "train without a project id"}, status_code=400)
@@ -491,24 +499,20 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
 
     @app.get("/status")
     async def status() -> dict[str, Any]:
-        return {"projects": backend.scheduler.stats(), "idle": backend.scheduler.idle(),
-                "predict": {"calls": backend.predict_calls, "tasks": backend.predicted_tasks}}
+        return redact_obj({"projects": backend.scheduler.stats(), "idle": backend.scheduler.idle(),
+                           "predict": {"calls": backend.predict_calls, "tasks": backend.predicted_tasks}})
 
     @app.get("/metrics")
     def metrics():
         from fastapi.responses import PlainTextResponse
 
-        return PlainTextResponse(backend.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(redact(backend.metrics_text()), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+async def _json(request: Request) -> Any:
+    return await schemas.read_json(request)  # 400 when not JSON; validate_body then checks the shape
 
 
 def wait_healthy(url: str, proc: Any = None, timeout: float = 60.0, interval: float = 0.2) -> bool:
