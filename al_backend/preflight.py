@@ -122,11 +122,11 @@ def check_round(cfg, source: str, *, dry_run: bool = False) -> None:
         if f.output:
             out = Path(f.output)
             check_output_distinct(out, inputs)
+            if not dry_run:
+                check_writable(out, "output")
             from connectors.files import detect_format
 
             detect_format(out)  # an unknown suffix fails now, not after the round
-            if not dry_run:
-                check_writable(out, "output")
     check_state(cfg.state.path)
 
 
