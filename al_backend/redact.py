@@ -25,7 +25,8 @@ _lock = threading.Lock()
 _secrets: set[str] = set()
 
 # scheme://user[:password]@host  ->  scheme://***@host   (no '/', '@' or whitespace inside the user info)
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/@\s'\"<>]+)@")
+# (also "http:/user:pw@host": what a URL becomes once a path library normalised it)
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*:/{1,2})(?P<userinfo>[^/@\s'\"<>]+)@")
 # Authorization: Bearer xxx / Token xxx / Basic xxx (a value with a digit: "basic authentication" stays)
 _AUTH_HEADER = re.compile(r"(?i)\b(bearer|token|basic)(\s+)(?=[A-Za-z0-9._~+/=\-]*\d)([A-Za-z0-9._~+/=\-]{8,})")
 _SECRET_KEY = r"[\w\-]*(?:api[_\-]?key|apikey|token|password|passwd|secret)"
