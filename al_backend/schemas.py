@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any, Optional, Union
 
 from fastapi import HTTPException, Request
@@ -67,11 +68,16 @@ class TrainRequest(_Loose):
     project: ProjectRef = None
 
 
+_UNION_TAG = re.compile(r"^(int|str|float|bool|none|dict\[.*\]|list\[.*\]|function-.*|literal\[.*\])$")
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if part in ("body",) and not out:
             continue
+        if isinstance(part, str) and _UNION_TAG.match(part):
+            continue  # pydantic names the union member it tried: not a field
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "body"
 
@@ -81,10 +87,15 @@ def describe(err: ValidationError | RequestValidationError) -> str:
     errors = err.errors()
     if not errors:
         return "invalid body"
-    first = errors[0]
-    msg = f"{_field(tuple(first.get('loc', ())))}: {first.get('msg', 'invalid')}"
-    if len(errors) > 1:
-        msg += f" (and {len(errors) - 1} more)"
+    grouped: dict[str, list[str]] = {}
+    for e in errors:
+        msgs = grouped.setdefault(_field(tuple(e.get("loc", ()))), [])
+        if e.get("msg", "invalid") not in msgs:
+            msgs.append(e.get("msg", "invalid"))
+    field, msgs = next(iter(grouped.items()))
+    msg = f"{field}: {', or '.join(msgs)}"  # a union's members: "Input should be a valid integer, or ... string"
+    if len(grouped) > 1:
+        msg += f" (and {len(grouped) - 1} more)"
     return msg
 
 
@@ -117,8 +128,8 @@ async def read_json(request: Request) -> Any:
 class Guard:
     """ASGI middleware, innermost of the user middlewares' outer edge:
 
-    * POST bodies over `max_bytes` on the limited paths get 413, whether the client sends Content-Length or
-      streams the body in chunks;
+    * bodies over `max_bytes` on the limited paths get 413, whether the client sends Content-Length or streams
+      the body in chunks (the body is read here, then handed on: the endpoints read it whole anyway);
     * any exception that escapes the app is answered with a one-line 500 (credentials redacted) and logged on
       one line, the traceback only at debug level (Starlette's own last resort would log a traceback)."""
 
@@ -140,17 +151,30 @@ class Guard:
                         return await _reject(send, 400, "Content-Length is not a number")
                     if declared > self.max_bytes:
                         return await _reject(send, 413, self._too_big())
-        seen = 0
-        started = False
+        if limited:  # read the whole body first (the endpoints do anyway): over the limit, answer 413 at once
+            chunks: list[bytes] = []
+            size, more = 0, True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                body = message.get("body", b"")
+                size += len(body)
+                if size > self.max_bytes:
+                    return await _reject(send, 413, self._too_big())
+                chunks.append(body)
+                more = message.get("more_body", False)
+            buffered: dict[str, Any] | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if limited and message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return message
+            async def replay():
+                nonlocal buffered
+                if buffered is not None:
+                    message, buffered = buffered, None
+                    return message
+                return await receive()
+        else:
+            replay = receive
+        started = False
 
         async def tracking_send(message):
             nonlocal started
@@ -159,16 +183,14 @@ class Guard:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _reject(send, 413, self._too_big())
+            await self.app(scope, replay, tracking_send)
         except Exception as exc:  # noqa: BLE001 - the last resort: one line, no traceback, no secret
+            leaf = _leaf(exc)
             where = f"{scope.get('method', '')} {scope.get('path', '')}"
-            log.error("%s failed: %s", where, redact(f"{type(exc).__name__}: {exc}"))
+            log.error("%s failed: %s", where, redact(f"{type(leaf).__name__}: {leaf}"))
             log.debug("%s traceback", where, exc_info=exc)
             if not started:
-                await _reject(send, 500, redact(f"internal error: {type(exc).__name__}: {exc}"))
+                await _reject(send, 500, redact(f"internal error: {type(leaf).__name__}: {leaf}"))
 
     def _too_big(self) -> str:
         return f"body larger than {self.max_bytes} bytes ([server] max_body_bytes)"
@@ -181,8 +203,17 @@ async def _reject(send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+try:  # Python 3.11+; the exceptiongroup backport (an anyio dependency) on 3.10
+    _ExceptionGroup: Any = BaseExceptionGroup  # noqa: F821
+except NameError:  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup as _ExceptionGroup
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (nested) exception groups, which anyio task groups wrap errors in."""
+    while isinstance(exc, _ExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def install(app, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
