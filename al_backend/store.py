@@ -131,12 +131,16 @@ class Store:
                 raise WriteError(f"cannot create the state file's directory {path.parent}: {e.strerror or e}") from None
         if path.exists() and path.stat().st_size > 0:
             _check_tables_readonly(path)  # before any PRAGMA writes to a file that may not be ours
+        existed = path.exists()
         try:
             conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as e:
+            if not existed or isinstance(e, sqlite3.OperationalError) and "unable to open" in str(e):
+                raise WriteError(f"cannot create or open the state file {path}: {e}; its directory must be "
+                                 "writable (SQLite keeps -wal and -shm files next to it)") from None
             raise StateError(_foreign_message(path, f"SQLite cannot read it ({e})")) from None
         store = cls(path, conn)
         if not existing:

@@ -251,3 +251,14 @@ def test_status_json_of_a_good_round(tmp_path):
     r = cli(["status", "--state", state, "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["rounds"] == 1
     assert np.load(vec).shape == (24, 8)
+
+
+def test_store_open_where_no_file_can_be_made_is_a_write_error():
+    """What the server meets for a project whose state cannot be created (no preflight on that path)."""
+    from al_backend.errors import WriteError
+    from al_backend.store import Store
+
+    if not _sys_refuses_files():
+        pytest.skip("/sys accepts new files here")
+    with pytest.raises(WriteError, match=r"^cannot create or open the state file /sys/al-state-test.sqlite"):
+        Store.open("/sys/al-state-test.sqlite")
