@@ -56,11 +56,12 @@ def write_pool(tmp: Path, n: int = 24, labeled: int = 6, name: str = "tasks.json
     return inp, vec
 
 
-def cli(args: list[str], env: dict[str, str] | None = None):
-    """Run the CLI in-process; returns click's Result (exit_code, stdout, stderr, output)."""
+def cli(args: list[str], env: dict[str, str | None] | None = None):
+    """Run the CLI in-process, without the caller's LABEL_STUDIO_* / ARGILLA_* / AL_* variables plus `env`;
+    returns click's Result (exit_code, stdout, stderr, output)."""
     from al_backend.cli.main import app
 
-    return CliRunner().invoke(app, [str(a) for a in args], env=env if env is not None else _unset_env())
+    return CliRunner().invoke(app, [str(a) for a in args], env={**_unset_env(), **(env or {})})
 
 
 def _unset_env() -> dict[str, str | None]:

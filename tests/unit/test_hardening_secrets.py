@@ -76,10 +76,16 @@ def _ls_env(**extra):
             "AL_LABELSTUDIO_RETRIES": "0", "AL_LABELSTUDIO_TIMEOUT": "2", **extra}
 
 
+ARGILLA_ENV = {"ARGILLA_API_URL": f"http://alice:{CANARY}@127.0.0.1:9", "ARGILLA_API_KEY": CANARY_KEY,
+               "AL_ARGILLA_RETRIES": "0", "AL_ARGILLA_TIMEOUT": "2"}
+
+
 @pytest.mark.parametrize("log_format", ["text", "json"])
-def test_env_url_password_and_key_never_printed(tmp_path, log_format):
-    r = cli(["prioritize", "--source", "labelstudio", "--project", "3", "--state", tmp_path / "s.sqlite",
-             "--log-format", log_format], env={**{k: None for k in ("AL_DEBUG",)}, **_ls_env()})
+@pytest.mark.parametrize("tool", ["labelstudio", "argilla"])
+def test_env_url_password_and_key_never_printed(tmp_path, log_format, tool):
+    where = ["--project", "3"] if tool == "labelstudio" else ["--dataset", "news", "--workspace", "team"]
+    r = cli(["prioritize", "--source", tool, *where, "--state", tmp_path / "s.sqlite", "--log-format", log_format],
+            env=_ls_env() if tool == "labelstudio" else ARGILLA_ENV)
     assert r.exit_code == 5, r.output
     no_canary(r.output)
     assert "http://***@127.0.0.1:9" in r.output
