@@ -137,7 +137,8 @@ class RetrainScheduler:
                 if isinstance(e, ALBackendError):
                     log.error("retrain of project %s failed: %s", project, e)
                 else:
-                    log.error("retrain of project %s crashed: %s\n%s", project, error, traceback.format_exc())
+                    log.error("retrain of project %s crashed: %s (serve --verbose logs the traceback)", project, error)
+                    log.debug("retrain of project %s: %s", project, traceback.format_exc())
             with self._cond:
                 st.running = False
                 st.last_finished = time.time()
