@@ -108,7 +108,7 @@ class Engine:
             for tid, lab in zip(pool.ids, pool.labels):
                 if lab is not None and lab not in allowed:
                     raise InputError(f"{pool.source}: task {tid!r} has unknown label {lab!r} (allowed: {sorted(allowed)})")
-        self.store.check_identity(pool, embedding_space(pool, self.embedder.model_id))  # another pool / space: exit 4
+        self.store.check_identity(pool, embedding_space(pool, lambda: self.embedder.model_id))  # another pool / space: exit 4
         X = self.embed_pool(pool)
         timings["embed_s"] = time.perf_counter() - t
 
@@ -369,7 +369,7 @@ class Engine:
             if new_clusters:
                 store.put_array("centroids", centroids)
             store.set_meta("vector_dim", str(dim))
-            store.set_identity(pool, embedding_space(pool, self.embedder.model_id))
+            store.set_identity(pool, embedding_space(pool, lambda: self.embedder.model_id))
             c.executemany(
                 "INSERT INTO items (item_id, text_hash, cluster, density, label, seeded, first_round)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET text_hash=excluded.text_hash,"

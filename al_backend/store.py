@@ -517,9 +517,12 @@ class Store:
         }
 
 
-def embedding_space(pool, model_id: str) -> str:
-    """What `check_identity` compares: the model's id, or "vectors" when the pool brings its own."""
-    return "vectors" if pool.vectors is not None else f"model:{model_id}"
+def embedding_space(pool, model_id) -> str:
+    """What `check_identity` compares: the model's id, or "vectors" when the pool brings its own.
+    model_id: the id, or a function returning it (not called for a pool with vectors: no embedder needed)."""
+    if pool.vectors is not None:
+        return "vectors"
+    return f"model:{model_id() if callable(model_id) else model_id}"
 
 
 def _space_words(space: str) -> str:
