@@ -9,7 +9,7 @@
     [file]        input, output, labels, text_field, id_field, label_field, vectors, vectors_field, labels_fixed
     [labelstudio] url, api_key, project, text_key, from_name, prune_old_versions, timeout, retries
     [argilla]     api_url, api_key, dataset, workspace, text_field, question, vector_field, timeout, retries
-    [server]      host, port, basic_auth_user, basic_auth_pass, api_token
+    [server]      host, port, basic_auth_user, basic_auth_pass, api_token, max_body_bytes
 
 Environment: AL_<SECTION>_<KEY> (e.g. AL_STRATEGY_BATCH_SIZE=20), plus the tools' own names
 LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, ARGILLA_API_URL, ARGILLA_API_KEY, and AL_BASIC_AUTH_USER,
@@ -31,6 +31,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import ConfigError
+from .redact import redact as redact_text, register_secret, register_url
 
 
 @dataclass
@@ -125,6 +126,7 @@ class ServerConfig:
     basic_auth_user: str = ""
     basic_auth_pass: str = ""
     api_token: str = ""
+    max_body_bytes: int = 16 * 1024 * 1024  # larger /predict, /webhook, /setup bodies are answered 413
 
 
 @dataclass
@@ -147,6 +149,9 @@ class Config:
             for section, key in SECRETS:
                 if out[section][key]:
                     out[section][key] = "***"
+            for section in ("labelstudio", "argilla"):
+                for key in URL_KEYS & set(out[section]):
+                    out[section][key] = redact_text(out[section][key])
         return out
 
 
@@ -156,6 +161,8 @@ SECRETS = [
     ("server", "basic_auth_pass"),
     ("server", "api_token"),
 ]
+
+URL_KEYS = {"url", "api_url"}  # their user info (http://user:password@host) is a secret too
 
 # Environment names the tools themselves use, mapped onto config keys.
 ENV_ALIASES = {
@@ -169,8 +176,9 @@ ENV_ALIASES = {
 }
 
 
-def _coerce(value: Any, typ: Any, where: str) -> Any:
-    """Convert a TOML/env/flag value to the field's type, or raise ConfigError naming the key."""
+def _coerce(value: Any, typ: Any, where: str, secret: bool = False) -> Any:
+    """Convert a TOML/env/flag value to the field's type, or raise ConfigError naming the key (never echoing a
+    secret's value: a wrongly typed token is still a token)."""
     typ_name = getattr(typ, "__name__", str(typ))
     try:
         if typ is bool:
@@ -200,7 +208,9 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
                 return list(value)
             raise ValueError
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {typ_name}, got {value!r}") from None
+        if secret:
+            raise ConfigError(f"{where}: expected {typ_name}, got a {type(value).__name__} (value not shown: it is a secret)") from None
+        raise ConfigError(f"{where}: expected {typ_name}, got {redact_text(repr(value))}") from None
     return value
 
 
@@ -213,7 +223,12 @@ def _apply(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
     if key not in hints:
         valid = ", ".join(hints)
         raise ConfigError(f"{where}: unknown key {key!r} in [{section}] (valid keys: {valid})")
-    setattr(sub, key, _coerce(value, hints[key], where))
+    secret = (section, key) in SECRETS
+    if secret:
+        register_secret(value)
+    elif key in URL_KEYS:
+        register_url(value)
+    setattr(sub, key, _coerce(value, hints[key], where, secret=secret))
 
 
 def load_config(
@@ -290,5 +305,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"[{name}] timeout must be > 0 seconds, got {section.timeout}")
         if not 0 <= section.retries <= 20:
             raise ConfigError(f"[{name}] retries must be in 0..20, got {section.retries}")
+    if cfg.server.max_body_bytes < 1024:
+        raise ConfigError(f"[server] max_body_bytes must be >= 1024, got {cfg.server.max_body_bytes}")
     if not 0 < cfg.server.port < 65536:
         raise ConfigError(f"[server] port must be in 1..65535, got {cfg.server.port}")

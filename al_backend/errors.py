@@ -43,3 +43,9 @@ class EmptyPoolError(ALBackendError):
     """Nothing left to select from."""
 
     exit_code = 6
+
+
+class WriteError(ALBackendError):
+    """A path al-backend must write (output, state, its lock) cannot be created or written. Found up front."""
+
+    exit_code = 73  # EX_CANTCREAT

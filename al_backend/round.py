@@ -34,7 +34,7 @@ from . import seeding, strategies
 from .config import Config
 from .errors import ConfigError, EmptyPoolError, InputError
 from .pool import Pool, Ranking
-from .store import ItemColumnsWrite, RoundWrite, Store, project_lock
+from .store import ItemColumnsWrite, RoundWrite, Store, embedding_space, project_lock
 from .tasks import ModelOutputs, TaskType, get_task
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,8 @@ class Round:
     ) -> Ranking:
         """Run one round over the pool and (unless dry_run) record it. Returns the ranking of unlabeled tasks."""
         w = self._start(pool, batch_size, strategy, label_set)
+        # another pool or embedding space than the state's: a clear error before any work (exit 4)
+        self.store.check_identity(pool, self._space(pool))
         self._embed(w)
         self._load_items(w)
         self._clusters(w)
@@ -223,6 +225,10 @@ class Round:
             raise ConfigError(f"batch size must be at least 1, got {requested}")
         w.k = min(requested, w.unlabeled_idx.size)
         return w
+
+    def _space(self, pool: Pool) -> str:
+        # the lambda keeps pools with their own vectors from creating the embedder
+        return embedding_space(pool, lambda: self.embedder.model_id)
 
     def embed_pool(self, pool: Pool) -> np.ndarray:
         """(n, d) float32: the pool's own vectors when it has them, else the cached embedder's."""
@@ -687,6 +693,7 @@ class Round:
                 centroids=w.centroids if w.new_clusters else None,
                 meta=meta,
                 item_columns=item_columns,
+                identity=(pool, self._space(pool)),
             )
         )
 
@@ -754,19 +761,20 @@ def run_project_round(
     progress: bool = True,
     guard: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
     on_ranking: Callable[[Ranking], None] | None = None,
+    reset_state: bool = False,
 ) -> dict[str, Any]:
     """One round against a labeling tool: take the project lock, complete an interrupted push, pull, run the
     round, push in recorded chunks. Every entry point that talks to a tool calls this.
 
     round_: an existing Round over an open store (the server keeps one per project); else the state file is
-    opened (and closed) here. guard: a context manager held around the work on the state but not around the
+    opened (and closed) here; reset_state moves an existing state file aside first. guard: a context manager held around the work on the state but not around the
     pull (the server's engine lock, so that /predict can answer while Label Studio lists tasks).
     Returns a summary dict with the Ranking under "ranking".
     """
     t0 = time.perf_counter()
     with project_lock(cfg.state.path, wait=wait), contextlib.ExitStack() as stack:
         if round_ is None:
-            store = stack.enter_context(Store.open(cfg.state.path))
+            store = stack.enter_context(Store.open(cfg.state.path, reset=reset_state))
             round_ = Round(cfg, store, progress=progress)
         store = round_.store
         connector.bind(store, round_.embedder)

@@ -35,8 +35,10 @@ from fastapi.responses import JSONResponse
 
 from connectors import MLBackendAdapter, UnsupportedSchema, make_ml_backend
 
+from . import schemas
 from .config import Config
 from .errors import ALBackendError, EmptyPoolError
+from .redact import redact, redact_obj
 
 log = logging.getLogger("al_backend.server")
 
@@ -141,7 +143,8 @@ class RetrainScheduler:
                 if isinstance(e, ALBackendError):
                     log.error("retrain of project %s failed: %s", project, e)
                 else:
-                    log.error("retrain of project %s crashed: %s\n%s", project, error, traceback.format_exc())
+                    log.error("retrain of project %s crashed: %s (serve --verbose logs the traceback)", project, error)
+                    log.debug("retrain of project %s: %s", project, traceback.format_exc())
             with self._cond:
                 st.running = False
                 st.last_finished = time.time()
@@ -395,9 +398,11 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
             return JSONResponse({"detail": "authentication required"}, status_code=401, headers=headers)
         return await call_next(request)
 
+    schemas.install(app, config.server.max_body_bytes)  # body-size limit, 422 naming the field, no bare 500
+
     @app.exception_handler(ALBackendError)
     async def _app_error(request: Request, exc: ALBackendError):
-        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=400)
+        return JSONResponse({"detail": redact(str(exc)), "error": type(exc).__name__}, status_code=400)
 
     @app.get("/health")
     @app.get("/")
@@ -407,6 +412,7 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
     @app.post("/setup")
     async def setup(request: Request):
         body = await _json(request)
+        schemas.validate_body(schemas.SetupRequest, body)
         project = parse_project(body.get("project"))
         try:
             schema = backend.adapter.setup_schema(body)
@@ -424,6 +430,7 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
 
     @app.post("/predict")
     def predict(body: dict[str, Any]):
+        schemas.validate_body(schemas.PredictRequest, body)
         tasks = body.get("tasks") or []
         project = parse_project(body.get("project"))
         if project is None and tasks:
@@ -439,6 +446,7 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
     @app.post("/webhook")
     async def webhook(request: Request):
         body = await _json(request)
+        schemas.validate_body(schemas.WebhookRequest, body)
         action = str(body.get("action") or "")
         project = parse_project(body.get("project"))
         if project is None and isinstance(body.get("task"), dict):
@@ -456,6 +464,7 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
     async def train(request: Request):
         """Older Label Studio versions call /train for "Start Training"; same effect as START_TRAINING."""
         body = await _json(request)
+        schemas.validate_body(schemas.TrainRequest, body)
         project = parse_project(body.get("project"))
         if project is None:
             return JSONResponse({"detail": "train without a project id"}, status_code=400)
@@ -464,24 +473,20 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
 
     @app.get("/status")
     async def status() -> dict[str, Any]:
-        return {"projects": backend.scheduler.stats(), "idle": backend.scheduler.idle(),
-                "predict": {"calls": backend.predict_calls, "tasks": backend.predicted_tasks}}
+        return redact_obj({"projects": backend.scheduler.stats(), "idle": backend.scheduler.idle(),
+                           "predict": {"calls": backend.predict_calls, "tasks": backend.predicted_tasks}})
 
     @app.get("/metrics")
     def metrics():
         from fastapi.responses import PlainTextResponse
 
-        return PlainTextResponse(backend.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(redact(backend.metrics_text()), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+async def _json(request: Request) -> Any:
+    return await schemas.read_json(request)  # 400 when not JSON; validate_body then checks the shape
 
 
 def wait_healthy(url: str, proc: Any = None, timeout: float = 60.0, interval: float = 0.2) -> bool:

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import LockedError, StateError
+from .errors import LockedError, StateError, WriteError
 
 APP_ID = "al-backend"
 SCHEMA_VERSION = 1
@@ -126,6 +126,7 @@ class RoundWrite:
     centroids: np.ndarray | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    identity: tuple[Any, str] | None = None  # (pool, embedding space) for set_identity
     item_columns: ItemColumnsWrite | None = None
 
 
@@ -243,22 +244,32 @@ class Store:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = True) -> Store:
+    def open(cls, path: str | Path, *, create: bool = True, reset: bool = False) -> "Store":
+        """Open (or create) the state. reset=True first moves an existing state aside (never deletes it)."""
         path = Path(path)
+        if reset:
+            move_aside(path)
         if path.exists():
             _check_foreign(path)
         elif not create:
             raise StateError(f"state file {path} does not exist (run `al-backend prioritize` or `seed` first)")
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise WriteError(f"cannot create the state file's directory {path.parent}: {e.strerror or e}") from None
         if path.exists() and path.stat().st_size > 0:
             _check_tables_readonly(path)  # before any PRAGMA writes to a file that may not be ours
+        existed = path.exists()
         try:
             conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as e:
+            if not existed or isinstance(e, sqlite3.OperationalError) and "unable to open" in str(e):
+                raise WriteError(f"cannot create or open the state file {path}: {e}; its directory must be "
+                                 "writable (SQLite keeps -wal and -shm files next to it)") from None
             raise StateError(_foreign_message(path, f"SQLite cannot read it ({e})")) from None
         store = cls(path, conn)
         if not existing:
@@ -501,6 +512,8 @@ class Store:
                 self.put_array("centroids", rec.centroids)
             for key, value in rec.meta.items():
                 self.set_meta(key, value)
+            if rec.identity is not None:
+                self.set_identity(*rec.identity)
             for name, arr in rec.arrays.items():
                 self.put_array(name, arr)
             c.executemany(
@@ -712,6 +725,87 @@ class Store:
             return row
         return None
 
+
+    # ---------------------------------------------------------------- identity: which pool, which embedding space
+    IDENTITY_SAMPLE = 32  # vectors kept to recognise a --vectors embedding space
+
+    def check_identity(self, pool, space: str) -> None:
+        """Refuse a state built from another pool or another embedding space (StateError, exit 4).
+
+        space: "model:<model id>" for embeddings al-backend computes, "vectors" for precomputed ones.
+        Another pool: the state holds tasks and not one of this pool's tasks (same id and same text) is
+        among them; a growing pool (tasks added, labeled, some edited) always shares most of them.
+        Another embedding space: a different model id; for precomputed vectors, the vectors of sampled tasks
+        whose text is unchanged differ from the ones stored at the last round (a different dimension is left to
+        the dimension check). Reads only; `set_identity` records, inside the round's transaction."""
+        from .embedding import text_hash
+
+        hint = ("Use another --state for this pool, or pass --reset-state to move this state aside "
+                "(it is kept, renamed) and start over")
+        stored_space = self.get_meta("embedding_space")
+        stored_source = self.get_meta("pool_source") or "another pool"
+        if stored_space is not None and stored_space != space:
+            raise StateError(
+                f"state file {self.path} was built from embeddings of {_space_words(stored_space)}, this run uses "
+                f"{_space_words(space)}; rankings would mix two embedding spaces. {hint}."
+            )
+        n_items = self.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        if n_items and not self._shares_a_task(pool.ids, pool.texts, text_hash):
+            raise StateError(
+                f"state file {self.path} belongs to another pool ({stored_source}, {n_items} tasks): none of the "
+                f"{len(pool)} tasks of {pool.source} (same id and same text) is in it. {hint}."
+            )
+        if space == "vectors" and pool.vectors is not None:
+            self._check_vector_sample(pool, text_hash, hint)
+
+    def set_identity(self, pool, space: str) -> None:
+        """Record the pool's source and embedding space (the first time) and a sample of its precomputed vectors.
+        Write inside the round's transaction, so a round that fails records nothing."""
+        from .embedding import text_hash
+
+        if self.get_meta("embedding_space") is None:
+            self.set_meta("embedding_space", space)
+        self.set_meta("pool_source", str(pool.source))
+        if space == "vectors" and pool.vectors is not None:
+            k = min(self.IDENTITY_SAMPLE, len(pool))
+            sample = {"ids": list(pool.ids[:k]), "hashes": [text_hash(t).hex() for t in pool.texts[:k]]}
+            self.set_meta("vector_sample", json.dumps(sample))
+            self.put_array("vector_sample", np.asarray(pool.vectors[:k], dtype=np.float32))
+
+    def _shares_a_task(self, ids: Sequence[str], texts: Sequence[str], text_hash) -> bool:
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = list(ids[start : start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            stored = dict(self.conn.execute(f"SELECT item_id, text_hash FROM items WHERE item_id IN ({marks})", chunk))
+            if any(stored.get(tid) == text_hash(texts[start + j]) for j, tid in enumerate(chunk) if tid in stored):
+                return True
+        return False
+
+    def _check_vector_sample(self, pool, text_hash, hint: str) -> None:
+        raw = self.get_meta("vector_sample")
+        old = self.get_array("vector_sample")
+        if raw is None or old is None:
+            return
+        sample = json.loads(raw)
+        index = {tid: i for i, tid in enumerate(pool.ids)}
+        compared = differ = 0
+        for j, (tid, h) in enumerate(zip(sample["ids"], sample["hashes"])):
+            i = index.get(tid)
+            if i is None or text_hash(pool.texts[i]).hex() != h:
+                continue  # gone or edited: its vector may rightly differ
+            a, b = old[j], np.asarray(pool.vectors[i], dtype=np.float32)
+            if a.shape != b.shape:
+                continue  # another dimension: the engine's dimension check says so
+            compared += 1
+            denom = float(np.linalg.norm(a) * np.linalg.norm(b)) or 1.0
+            if float(a @ b) / denom < 0.99:
+                differ += 1
+        if compared and differ * 2 > compared:
+            raise StateError(
+                f"state file {self.path} was built from other vectors: {differ} of {compared} sampled tasks with "
+                f"unchanged text now have different vectors in {pool.source} (another embedding model?). {hint}."
+            )
+
     # ---------------------------------------------------------------- summaries
     def summary(self) -> dict[str, Any]:
         c = self.conn
@@ -749,6 +843,48 @@ class Store:
                 "metrics": last.metrics,
             },
         }
+
+
+def embedding_space(pool, model_id) -> str:
+    """What `check_identity` compares: the model's id, or "vectors" when the pool brings its own.
+    model_id: the id, or a function returning it (not called for a pool with vectors: no embedder needed)."""
+    if pool.vectors is not None:
+        return "vectors"
+    return f"model:{model_id() if callable(model_id) else model_id}"
+
+
+def _space_words(space: str) -> str:
+    if space.startswith("model:"):
+        return f"model {space[6:]!r}"
+    return "precomputed vectors (--vectors / vectors_field)" if space == "vectors" else space
+
+
+def move_aside(path: str | Path) -> Path | None:
+    """Rename the state file (and its -wal/-shm) to <name>.replaced-<UTC time>; returns the new path.
+    Nothing is deleted: the old state can be restored by renaming it back."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if path.is_dir():
+        raise StateError(f"state path {path} is a directory; pass a file path such as {path}/project.sqlite")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.replaced-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
+    try:
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(path) + suffix)
+            if side.exists():
+                os.replace(side, str(target) + suffix)
+        os.replace(path, target)
+    except OSError as e:
+        raise WriteError(f"cannot move the state {path} aside: {e.strerror or e}") from None
+    import logging
+
+    logging.getLogger(__name__).warning("--reset-state: moved %s aside to %s; starting a fresh state", path, target)
+    return target
 
 
 def _foreign_message(path: Path, why: str) -> str:
@@ -798,8 +934,12 @@ def project_lock(state_path: str | Path, wait: float = 0.0) -> Iterator[None]:
     """Hold an exclusive lock for the project's state. A second holder fails at once with LockedError,
     or polls for up to `wait` seconds. The lock is released by the kernel if the process dies."""
     lock_path = Path(str(state_path) + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise WriteError(f"cannot create the lock file {lock_path}: {e.strerror or e}; "
+                         f"the state's directory must be writable") from None
     deadline = time.monotonic() + max(wait, 0.0)
     try:
         while True:

@@ -8,7 +8,9 @@ a temporary file and renamed, so a reader never sees half a ranking.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import itertools
 import json
 import logging
 import math
@@ -19,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from al_backend.errors import InputError
+from al_backend.errors import InputError, WriteError
 from al_backend.pool import Pool, Ranking, check_text
 
 from .base import ConnectorBase, OnChunk, PushReport
@@ -36,42 +38,121 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(location, row) for every row; location is 'file:line' for messages."""
+def _decoded_lines(path: Path, bad: dict[int, str]) -> Iterator[str]:
+    """The file's lines decoded as UTF-8, a byte-order mark at the start dropped. A line that is not UTF-8
+    is recorded in `bad` (line number -> why) and yielded with replacement characters, so a CSV parser keeps
+    its place and the caller can report (or skip) that line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1:
+                if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+                    raise InputError(f"{path}: the file is UTF-16 or UTF-32 text; save it as UTF-8 (with or without BOM)")
+                if raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad[lineno] = (f"not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
+                               "save the file as UTF-8")
+                yield raw.decode("utf-8", errors="replace")
+
+
+CSV_DELIMITERS = (",", ";", "\t", "|")
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """The delimiter that splits the header into the most columns (',' on a tie): spreadsheets in many locales
+    save CSV with ';'. Only the header is looked at, so commas or semicolons inside texts do not mislead it."""
+    best, best_n = ",", 1
+    for d in CSV_DELIMITERS:
+        try:
+            n = len(next(csv.reader([header_line], delimiter=d)))
+        except (csv.Error, StopIteration):
+            continue
+        if n > best_n:
+            best, best_n = d, n
+    return best
+
+
+def _missing_columns(path: Path, header: list[str], required: tuple[str, ...], delimiter: str | None = None) -> None:
+    missing = [c for c in required if c not in header]
+    if missing:
+        found = ", ".join(repr(h) for h in header) or "none"
+        how = f" (read with delimiter {delimiter!r})" if delimiter else ""
+        raise InputError(
+            f"{path}: no column {missing[0]!r} in the header{how}; columns found: {found}. "
+            "Rename the column, or set [file] id_field / text_field to the column's name"
+        )
+
+
+def read_rows(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(location, row) for every row; location is 'file:line' for messages. A bad row is yielded as an
+    InputError in place of the dict (the caller stops or skips it). `required`: columns a CSV or Parquet
+    header must have (checked once, with a message naming the columns found)."""
+    if path.is_dir():
+        raise InputError(f"input {path} is a directory, not a file; pass a .jsonl, .csv or .parquet file")
     if not path.is_file():
         raise InputError(f"input file {path} does not exist")
     fmt = detect_format(path)
+    bad: dict[int, str] = {}
     if fmt == "jsonl":
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield f"{path}:{lineno}", InputError(f"{path}:{lineno}: broken JSON line ({e.msg} at column {e.colno})")  # type: ignore[misc]
-                    continue
-                if not isinstance(row, dict):
-                    yield f"{path}:{lineno}", InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")  # type: ignore[misc]
-                    continue
-                yield f"{path}:{lineno}", row
-    elif fmt == "csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.reader(f)
+        for lineno, line in enumerate(_decoded_lines(path, bad), 1):
+            if lineno in bad:
+                yield f"{path}:{lineno}", InputError(f"{path}:{lineno}: {bad[lineno]}")  # type: ignore[misc]
+                continue
+            if not line.strip():
+                continue
             try:
-                header = next(reader)
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield f"{path}:{lineno}", InputError(f"{path}:{lineno}: broken JSON line ({e.msg} at column {e.colno})")  # type: ignore[misc]
+                continue
+            except RecursionError:
+                yield f"{path}:{lineno}", InputError(f"{path}:{lineno}: JSON nested too deeply")  # type: ignore[misc]
+                continue
+            if not isinstance(row, dict):
+                yield f"{path}:{lineno}", InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")  # type: ignore[misc]
+                continue
+            yield f"{path}:{lineno}", row
+    elif fmt == "csv":
+        lines = _decoded_lines(path, bad)
+        first = next(lines, None)
+        if first is None:
+            return
+        if 1 in bad:
+            raise InputError(f"{path}:1: the header is {bad[1]}")
+        delimiter = sniff_delimiter(first)
+        reader = csv.reader(itertools.chain([first], lines), delimiter=delimiter)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise InputError(f"{path}:1: unreadable CSV header ({e})") from None
+        if required:
+            _missing_columns(path, header, required, delimiter)
+        while True:
+            before = reader.line_num
+            try:
+                row = next(reader)
             except StopIteration:
-                return
-            for row in reader:
-                lineno = reader.line_num
-                if not any(cell.strip() for cell in row):
-                    continue
-                if len(row) != len(header):
-                    yield f"{path}:{lineno}", InputError(  # type: ignore[misc]
-                        f"{path}:{lineno}: CSV row has {len(row)} fields, the header has {len(header)}"
-                    )
-                    continue
-                yield f"{path}:{lineno}", dict(zip(header, row))
+                break
+            except csv.Error as e:
+                yield f"{path}:{reader.line_num}", InputError(f"{path}:{reader.line_num}: unreadable CSV row ({e})")  # type: ignore[misc]
+                continue
+            lineno = reader.line_num
+            broken = [n for n in range(before + 1, lineno + 1) if n in bad]
+            if broken:
+                yield f"{path}:{broken[0]}", InputError(f"{path}:{broken[0]}: {bad[broken[0]]}")  # type: ignore[misc]
+                continue
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                yield f"{path}:{lineno}", InputError(  # type: ignore[misc]
+                    f"{path}:{lineno}: CSV row has {len(row)} fields, the header has {len(header)}"
+                )
+                continue
+            yield f"{path}:{lineno}", dict(zip(header, row))
     else:
         import pyarrow.parquet as pq
 
@@ -79,8 +160,26 @@ def read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             table = pq.read_table(path)
         except Exception as e:
             raise InputError(f"{path}: cannot read Parquet ({e})") from None
+        if required:
+            _missing_columns(path, list(table.column_names), required)
         for i, row in enumerate(table.to_pylist(), 1):
             yield f"{path}:row {i}", row
+
+
+def warn_case_variants(labels: list[str | None], source: str) -> dict[str, list[str]]:
+    """One warning line when labels differ only by case ('Sports' and 'sports'): they stay separate classes
+    (al-backend does not guess which spelling is right), so the user should know. Returns the groups."""
+    counts: dict[str, dict[str, int]] = {}
+    for lab in labels:
+        if lab is not None:
+            variants = counts.setdefault(lab.casefold(), {})
+            variants[lab] = variants.get(lab, 0) + 1
+    groups = {k: sorted(v) for k, v in counts.items() if len(v) > 1}
+    if groups:
+        shown = "; ".join(" / ".join(f"{lab!r} ({counts[k][lab]})" for lab in v) for k, v in sorted(groups.items()))
+        log.warning("%s: labels that differ only by case are kept as separate classes: %s; "
+                    "if they mean the same class, make them identical in the data", source, shown)
+    return groups
 
 
 class FileConnector(ConnectorBase):
@@ -108,7 +207,7 @@ class FileConnector(ConnectorBase):
         self.id_field, self.text_field, self.label_field = id_field, text_field, label_field
         self.vectors_path = Path(vectors) if vectors else None
         self.vectors_field = vectors_field or None
-        self.labels_fixed = list(labels_fixed) if labels_fixed else None
+        self.labels_fixed = [str(x).strip() for x in labels_fixed] if labels_fixed else None
         self.skip_invalid = skip_invalid
         self.skipped: list[str] = []
 
@@ -146,7 +245,7 @@ class FileConnector(ConnectorBase):
         rows_kept: list[int] = []
         seen: dict[str, str] = {}
         fixed = set(self.labels_fixed) if self.labels_fixed else None
-        for row_index, (where, row) in enumerate(read_rows(self.input)):
+        for row_index, (where, row) in enumerate(read_rows(self.input, required=(self.id_field, self.text_field))):
             if isinstance(row, InputError):
                 self._bad(row)
                 continue
@@ -183,6 +282,7 @@ class FileConnector(ConnectorBase):
             self._apply_labels_file(ids, labels, fixed)
         if self.skipped:
             log.warning("%s: skipped %d invalid rows", self.input, len(self.skipped))
+        warn_case_variants(labels, str(self.input))
         return Pool(ids=ids, texts=texts, labels=labels, meta=metas, vectors=vectors, source=str(self.input))
 
     def _parse(self, row: dict[str, Any], where: str, fixed: set[str] | None):
@@ -236,9 +336,9 @@ class FileConnector(ConnectorBase):
             label = row.get(self.label_field, row.get("label"))
             if tid not in index:
                 raise InputError(f"{where}: label for unknown id {tid!r}")
-            if label in (None, ""):
+            if label is None or not str(label).strip():
                 continue
-            label = str(label)
+            label = str(label).strip()  # "sports " from a spreadsheet is "sports"
             if fixed is not None and label not in fixed:
                 raise InputError(f"{where}: task {tid!r} has unknown label {label!r} (allowed: {sorted(fixed)})")
             labels[index[tid]] = label
@@ -248,7 +348,11 @@ class FileConnector(ConnectorBase):
         """One chunk: the whole file, replaced atomically (a resumed push writes it again)."""
         if self.output is None:
             raise InputError("the file source needs --output PATH to write the ranking")
-        write_ranking(ranking, self.output)
+        try:
+            write_ranking(ranking, self.output)
+        except OSError as e:
+            raise WriteError(f"cannot write the output {self.output}: {e.strerror or e}; the round is recorded and "
+                             "the next run writes it (its push is marked unfinished)") from None
         if on_chunk is not None:
             on_chunk(1, 1)
         return PushReport(pushed=len(ranking), target=str(self.output))

@@ -4,27 +4,71 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ..config import Config, load_config
 from ..errors import ALBackendError
+from ..redact import install_logging_filter, redact, redact_obj
 
 console = Console(stderr=True)
 out = Console()
 
 EXIT_CODES = """Exit codes: 0 done; 1 unexpected error; 2 bad configuration; 3 bad input (file, task, vector);
-4 unusable state file; 5 labeling tool unreachable or refused a call; 6 nothing left to prioritise;
-75 another run holds the project's lock (try again later, or pass --wait)."""
+4 unusable state file (or one of another pool / embedding space); 5 labeling tool unreachable or refused a call;
+6 nothing left to prioritise; 73 a path to write (output, state, lock) cannot be written;
+75 another run holds the project's lock (try again later, or pass --wait). Add --debug (before the command) or
+set AL_DEBUG=1 to see a traceback instead of a one-line error."""
+
+_DEBUG = {"on": False}
+
+
+def debug_enabled() -> bool:
+    return _DEBUG["on"] or os.environ.get("AL_DEBUG", "").lower() in {"1", "true", "yes", "on"}
+
+
+class GuardedGroup(typer.core.TyperGroup):
+    """Every command runs inside this guard: an al-backend error becomes its one-line message and exit code,
+    anything unexpected one line and exit code 1. No traceback reaches a user unless --debug / AL_DEBUG=1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort,
+                KeyboardInterrupt, SystemExit):
+            raise
+        except ALBackendError as e:
+            if debug_enabled():
+                raise
+            fail(e)
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            if debug_enabled():
+                raise
+            if isinstance(e, OSError) and e.filename:
+                what = f"{e.filename}: {e.strerror or e}"
+            else:
+                what = f"{type(e).__name__}: {e}"
+            console.print(
+                Text("error: ", style="bold red")
+                + Text(redact(f"unexpected {what} (rerun with `al-backend --debug ...` for the traceback, and "
+                              "please report it)")),
+                highlight=False, soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
 
 app = typer.Typer(
+    cls=GuardedGroup,
     name="al-backend",
     help=(
         "Active learning for the labeling tools you already use.\n\n"
@@ -41,6 +85,13 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error (also AL_DEBUG=1)."),
+) -> None:
+    _DEBUG["on"] = debug
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -52,8 +103,8 @@ class JsonFormatter(logging.Formatter):
         for key in ("error_type", "exit_code"):  # set by fail(): the run's final error, for alerting on
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            entry["error"] = redact(record.exc_text or self.formatException(record.exc_info))
         return json.dumps(entry)
 
 
@@ -69,6 +120,7 @@ def setup_logging(log_format: str = "text", verbose: bool = False) -> None:
     else:
         raise typer.BadParameter(f"--log-format must be text or json, got {log_format!r}")
     root.addHandler(handler)
+    install_logging_filter()  # credentials scrubbed from every line, exception text included
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("httpx", "httpcore", "sentence_transformers", "urllib3", "faiss", "argilla"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -76,14 +128,15 @@ def setup_logging(log_format: str = "text", verbose: bool = False) -> None:
 
 def fail(err: ALBackendError, as_json: bool = False) -> None:
     """Print a clean message (never a traceback) and exit with the error's code."""
+    message = redact(str(err))
     if as_json:
-        out.print_json(json.dumps({"error": type(err).__name__, "message": str(err), "exit_code": err.exit_code}))
+        out.print_json(json.dumps({"error": type(err).__name__, "message": message, "exit_code": err.exit_code}))
     if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
         # --log-format json: the final error is a log line like the others, so collectors parse every line
         logging.getLogger("al_backend.cli").error(
-            "%s", err, extra={"error_type": type(err).__name__, "exit_code": err.exit_code})
+            "%s", message, extra={"error_type": type(err).__name__, "exit_code": err.exit_code})
     else:
-        console.print(Text("error: ", style="bold red") + Text(str(err)), highlight=False, soft_wrap=True)
+        console.print(Text("error: ", style="bold red") + Text(message), highlight=False, soft_wrap=True)
     raise typer.Exit(err.exit_code)
 
 
@@ -143,6 +196,10 @@ RandomStateOpt = typer.Option(
     None, "--random-state", help="Seed of everything random in a round (clusters, seeds, exploration); TOML [strategy] seed. "
     "The same pool, labels and seed give the same batch."
 )
+ResetOpt = typer.Option(
+    False, "--reset-state",
+    help="Start the project's state over: move the existing state file aside (renamed to "
+    "<state>.replaced-<time>, never deleted) first. For a state built from another pool or embedding space.")
 
 
 @app.command(
@@ -176,12 +233,14 @@ def prioritize(
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute and print the ranking; push nothing and record nothing."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed tasks with a warning and a count instead of stopping."),
     wait: float = typer.Option(0.0, "--wait", help="Wait up to SECONDS for another run's lock instead of exiting with code 75."),
+    reset_state: bool = ResetOpt,
     as_json: bool = JsonOpt,
     log_format: str = LogOpt,
     show: int = typer.Option(10, "--show", help="How many top tasks to print."),
 ) -> None:
     """Run one active-learning round: pull tasks, rank the unlabeled ones, push the ranking back."""
     setup_logging(log_format)
+    from ..preflight import check_round
     from ..round import make_connector, run_project_round
 
     try:
@@ -190,8 +249,10 @@ def prioritize(
             dataset=dataset, workspace=workspace, batch_size=batch_size, strategy=strategy, epsilon=epsilon,
             seed=random_state, stopping=stopping, budget=budget, state=state,
         )
+        check_round(cfg, source, dry_run=dry_run)  # paths to read and write, before the lock and the round
         connector = make_connector(cfg, source, skip_invalid=skip_invalid)
-        result = run_project_round(cfg, connector, dry_run=dry_run, wait=wait, progress=not as_json)
+        result = run_project_round(cfg, connector, dry_run=dry_run, wait=wait, progress=not as_json,
+                                   reset_state=reset_state)
     except ALBackendError as e:
         fail(e, as_json)
         return
@@ -234,10 +295,12 @@ def seed(
     state: Optional[Path] = StateOpt,
     config: Optional[Path] = ConfigOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the seeds; push and record nothing."),
+    reset_state: bool = ResetOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Pick a cold-start batch by clustering the pool (size-proportional, spread across clusters), whatever the labels."""
     setup_logging("text")
+    from ..preflight import check_round
     from ..round import make_connector, run_project_round
 
     try:
@@ -246,7 +309,9 @@ def seed(
             batch_size=batch_size, seed=random_state, state=state,
         )
         cfg.strategy.name = "seed"
-        result = run_project_round(cfg, make_connector(cfg, source), dry_run=dry_run, progress=not as_json)
+        check_round(cfg, source, dry_run=dry_run)
+        result = run_project_round(cfg, make_connector(cfg, source), dry_run=dry_run, progress=not as_json,
+                                   reset_state=reset_state)
     except ALBackendError as e:
         fail(e, as_json)
         return
@@ -273,7 +338,7 @@ def status(
 
     try:
         with Store.open(state, create=False) as store:
-            summary = store.summary()
+            summary = redact_obj(store.summary())
         last_metrics = (summary["last_round"] or {}).get("metrics") or {}
         summary["stopping"] = (last_metrics.get("stopping") or {}).get("decision")
     except ALBackendError as e:
@@ -332,6 +397,9 @@ def embed(
 
     try:
         cfg = build_config(config, source, input=input, project=project, dataset=dataset, workspace=workspace, model=model, state=state)
+        from ..preflight import check_round
+
+        check_round(cfg, source, dry_run=True)  # input readable, state and lock writable: before embedding
         connector = make_connector(cfg, source, skip_invalid=skip_invalid)
         pool = connector.pull()
         pool.validate()
@@ -406,3 +474,7 @@ _register_features()
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import ALBackendError, ConfigError
+from ..redact import install_logging_filter, redact, redact_url
 
 log = logging.getLogger("al_backend.server")
 
@@ -53,7 +54,7 @@ def serve(
             log.warning("no Label Studio API key configured (LABEL_STUDIO_API_KEY): pulling and pushing will use "
                         "the token Label Studio sends in /setup, which only works with legacy tokens enabled")
     except ALBackendError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {redact(str(e))}", err=True)
         raise typer.Exit(e.exit_code)
 
     import uvicorn
@@ -67,9 +68,11 @@ def serve(
     if cfg.server.api_token:
         auth.append("bearer token")
     log.info("al-backend ML backend on http://%s:%d (auth: %s); Label Studio at %s", cfg.server.host,
-             cfg.server.port, ", ".join(auth) or "none", cfg.labelstudio.url)
-    uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_level="debug" if verbose else "info",
-                access_log=verbose)
+             cfg.server.port, ", ".join(auth) or "none", redact_url(cfg.labelstudio.url))
+    server_config = uvicorn.Config(app, host=cfg.server.host, port=cfg.server.port,
+                                   log_level="debug" if verbose else "info", access_log=verbose)
+    install_logging_filter("uvicorn", "uvicorn.error", "uvicorn.access")  # after uvicorn set up its handlers
+    uvicorn.Server(server_config).run()
 
 
 def check_bind(host: str, cfg, insecure: bool) -> None:

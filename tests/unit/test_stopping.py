@@ -326,7 +326,10 @@ def test_first_stop():
 def test_parse_criterion():
     default = parse_criterion("default")
     assert isinstance(default, AnyOf)
-    assert default.criteria == (StabilizingPredictions(threshold=0.99, window=3), Budget())
+    assert default.criteria == (
+        ClassificationChange(tolerance=0.0, window=1), StabilizingPredictions(threshold=0.99, window=3), Budget()
+    )
+    assert parse_criterion(stopping.DEFAULT_SPEC).criteria == default.criteria
     assert parse_criterion("budget") == Budget()
     assert parse_criterion("budget:labels=500") == Budget(labels=500)
     assert parse_criterion("budget:labels=none") == Budget()
@@ -337,7 +340,7 @@ def test_parse_criterion():
         ClassificationChange(tolerance=0.01),
         OverallUncertainty(threshold=0.05),
     )
-    assert parse_criterion("default|target_accuracy").criteria[2] == TargetAccuracy()  # flattened
+    assert parse_criterion("default|target_accuracy").criteria[3] == TargetAccuracy()  # flattened
     assert set(stopping.CRITERIA) == {
         "budget", "target_accuracy", "stabilizing_predictions", "classification_change", "overall_uncertainty", "none"
     }
