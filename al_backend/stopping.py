@@ -8,6 +8,9 @@ state, no I/O; storing the evidence (and the stop set's ids) round after round i
 `round_evidence(...)` builds a round's evidence from the head's probabilities; `stop_set(ids, ...)` draws
 the fixed stop set; `first_stop(history, criterion)` replays a history (where would it have stopped?).
 
+Rounds that brought no new labels (a re-run) are not evidence: the model-based criteria decide on
+`informative_rounds(history)`, the first round at each labeled count.
+
 Criteria (`CRITERIA`; `parse_criterion("name:key=value,...")`, several joined by `|` stop when any does):
 
 - `budget`: labels >= the labeling budget.
@@ -313,6 +316,18 @@ def round_evidence(
     )
 
 
+def informative_rounds(history: Sequence[RoundEvidence]) -> list[RoundEvidence]:
+    """The rounds that brought new labels: a round whose labeled count equals the previous kept round's is
+    dropped (the first round at each count is kept). A round re-run without new labels refits the same model
+    (or reuses it): its kappa of 1 and its zero changed predictions say nothing about convergence, and
+    counting them would let a few idle re-runs stop labeling. The model-based criteria decide on these."""
+    out: list[RoundEvidence] = []
+    for r in history:
+        if not out or r.labels != out[-1].labels:
+            out.append(r)
+    return out
+
+
 def _not_yet(name: str, reason: str, **evidence: Any) -> StopDecision:
     return StopDecision(False, name, reason, evidence)
 
@@ -369,6 +384,7 @@ class TargetAccuracy:
             raise ConfigError("target_accuracy: min_labels must be >= 0 and window >= 1")
 
     def decide(self, history: Sequence[RoundEvidence], *, budget: int | None = None) -> StopDecision:
+        history = informative_rounds(history)
         ev: dict[str, Any] = {"target": self.target, "min_labels": self.min_labels, "window": self.window}
         if not history:
             return _not_yet(self.name, "no rounds yet", **ev)
@@ -427,6 +443,7 @@ class StabilizingPredictions:
         return out
 
     def decide(self, history: Sequence[RoundEvidence], *, budget: int | None = None) -> StopDecision:
+        history = informative_rounds(history)
         ev: dict[str, Any] = {"threshold": self.threshold, "window": self.window, "min_labels": self.min_labels}
         if history and history[-1].labels < self.min_labels:
             return _not_yet(self.name, f"{history[-1].labels} labels, waiting for {self.min_labels}", **ev)
@@ -467,6 +484,7 @@ class ClassificationChange:
             raise ConfigError("classification_change: window must be >= 1 and min_labels >= 0")
 
     def decide(self, history: Sequence[RoundEvidence], *, budget: int | None = None) -> StopDecision:
+        history = informative_rounds(history)
         ev: dict[str, Any] = {"tolerance": self.tolerance, "window": self.window, "min_labels": self.min_labels}
         if history and history[-1].labels < self.min_labels:
             return _not_yet(self.name, f"{history[-1].labels} labels, waiting for {self.min_labels}", **ev)
@@ -512,6 +530,7 @@ class OverallUncertainty:
             raise ConfigError("overall_uncertainty: window must be >= 1 and min_labels >= 0")
 
     def decide(self, history: Sequence[RoundEvidence], *, budget: int | None = None) -> StopDecision:
+        history = informative_rounds(history)
         ev: dict[str, Any] = {"threshold": self.threshold, "window": self.window, "min_labels": self.min_labels}
         if history and history[-1].labels < self.min_labels:
             return _not_yet(self.name, f"{history[-1].labels} labels, waiting for {self.min_labels}", **ev)

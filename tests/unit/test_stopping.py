@@ -399,3 +399,17 @@ def test_round_evidence_from_probabilities():
     assert before.mean_uncertainty is None and before.stop_predictions is None
     with pytest.raises(InputError):
         round_evidence(5, ("a", "b"), p)
+
+
+def test_rounds_without_new_labels_are_not_evidence():
+    from al_backend.stopping import informative_rounds
+
+    # re-running a round without new labels refits (or reuses) the same model: kappa 1, nothing changed
+    busy = [ev(100, [0, 1, 1, 0], changed_unlabeled=40, unlabeled=900), ev(150, [1, 1, 0, 0], changed_unlabeled=30, unlabeled=850)]
+    idle = [ev(150, [1, 1, 0, 0], changed_unlabeled=0, unlabeled=850) for _ in range(4)]
+    assert [r.labels for r in informative_rounds(busy + idle)] == [100, 150]
+    assert informative_rounds(busy + idle)[-1].changed_unlabeled == 30  # the first round at a count is kept
+    for criterion in (StabilizingPredictions(threshold=0.99, window=3), ClassificationChange(), parse_criterion("default")):
+        assert not criterion.decide(busy + idle, budget=None).stop, criterion
+    # the budget still counts labels, idle or not
+    assert parse_criterion("default").decide(busy + idle, budget=150).stop
