@@ -110,6 +110,8 @@ class _Work:
     k: int
     started: float
     X: np.ndarray | None = None
+    F: np.ndarray | None = None  # the features head and strategies see: X, or X smoothed over the pool graph
+    graph_changed: bool = False
     labeled_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     unlabeled_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     items: _Items | None = None
@@ -153,6 +155,10 @@ class Round:
         self.progress = progress
         self._head_cache: tuple[str, Any] | None = None
         self.last_head: Any = None  # the head the last run fitted (simulate evaluates it)
+        self._graph: Any = None  # the pool's kNN graph (graph.PoolGraph), cached between runs
+        self._graph_version: int | None = None
+        self._pool_X: np.ndarray | None = None
+        self.pool_features: np.ndarray | None = None  # (n, d) the last run's features of its pool rows
 
     @property
     def embedder(self):
@@ -186,6 +192,7 @@ class Round:
         self._clusters(w)
         self._density(w)
         self._phase(w)
+        self._features(w)
         self._fit_head(w)
         self._select(w)
         ranking = self._rank(w)
@@ -401,17 +408,93 @@ class Round:
         else:
             w.phase = "model" if ready else "seed"
 
+    def _features(self, w: _Work) -> None:
+        """What the head and the strategies see: the embeddings smoothed over the pool's kNN graph
+        ([head] smoothing; al_backend/graph.py), or the embeddings themselves. The graph is built once per
+        pool (FAISS), kept in the state, and extended for new items; a steady round only re-averages."""
+        X = w.X
+        assert X is not None
+        alpha = float(self.config.head.smoothing)
+        if alpha <= 0 or len(w.pool) < 2:
+            w.F = self.pool_features = X
+            self._pool_X = None
+            return
+        with self._timed(w, "features_s"):
+            graph = self._pool_graph(w)
+            w.F = self.pool_features = graph.smooth(X, alpha)
+            self._pool_X = X  # kept for features() of rows outside the pool (predict, evaluation)
+
+    def _pool_graph(self, w: _Work):
+        from .graph import PoolGraph
+
+        X = w.X
+        assert X is not None
+        k = int(self.config.head.smoothing_k)
+        graph = self._graph
+        if graph is None or graph.k != k:
+            graph = self._load_graph(k)
+            self._graph_version = int(self.store.get_meta("graph_version") or 0) if graph is not None else None
+        keys = np.asarray(w.pool.ids, dtype=str)
+        edited = bool((w.items.fresh & w.items.before["known"]).any()) if w.items is not None else False
+        if graph is None or edited:
+            # no graph yet, or texts changed under known ids (their vectors and neighbours changed): build
+            new = PoolGraph.build(keys, X, k, seed=self.random_state)
+        else:
+            new = graph.update(keys, X)
+        if new is not graph:
+            w.graph_changed = True
+            version = int(self.store.get_meta("graph_version") or 0) + 1
+            self._graph_version = version
+        self._graph = new
+        return new
+
+    def _load_graph(self, k: int):
+        from .graph import PoolGraph
+
+        ids, sq, keys = (self.store.get_array(n) for n in ("graph_ids", "graph_sq", "graph_keys"))
+        if ids is None or sq is None or keys is None or ids.shape[1] != k:
+            return None
+        names = keys.tobytes().decode("utf-8").split("\n") if keys.size else []
+        if len(names) != ids.shape[0]:
+            return None
+        return PoolGraph(names, ids.astype(np.int64), sq, k, seed=self.random_state)
+
+    def _graph_arrays(self) -> dict[str, np.ndarray]:
+        graph = self._graph
+        assert graph is not None
+        keys = "\n".join(str(k) for k in graph.keys).encode("utf-8")
+        small = len(graph) < 2**31
+        return {
+            "graph_ids": graph.ids.astype(np.int32 if small else np.int64),
+            "graph_sq": graph.sq_dist.astype(np.float32),
+            "graph_keys": np.frombuffer(keys, dtype=np.uint8),
+        }
+
+    def features(self, X_new: np.ndarray) -> np.ndarray:
+        """The head's features for rows outside the pool (predictions, held-out evaluation): with smoothing,
+        each row averaged with its k nearest rows of the last pool (one hop, as the pool's own rows); the raw
+        rows when smoothing is off or no pool has been seen in this process."""
+        X_new = np.ascontiguousarray(X_new, dtype=np.float32)
+        alpha = float(self.config.head.smoothing)
+        if alpha <= 0 or self._pool_X is None:
+            return X_new
+        from .graph import knn_query, smooth_queries
+
+        ids, _ = knn_query(self._pool_X, X_new, int(self.config.head.smoothing_k))
+        return smooth_queries(self._pool_X, X_new, ids, alpha)
+
     def _head_key(self, labeled_ids: Sequence[str], labels: Sequence[Any], committee: bool, label_set) -> str:
         cfg = self.config
         return fingerprint(
             self.task.name, list(label_set or []), list(labeled_ids), list(labels), cfg.head.class_weight,
             cfg.head.calibrate, cfg.head.committee_size if committee else 0, self.random_state,
+            cfg.head.smoothing, cfg.head.smoothing_k, self._graph_version if cfg.head.smoothing else None,
         )
 
     def _fit_head(self, w: _Work) -> None:
         """The head, fitted whenever two classes exist (so predictions are there even while seeding), and
         reused from the state when the labels have not changed since it was fitted."""
-        X = w.X
+        X = w.F
         assert X is not None
         with self._timed(w, "head_s"):
             committee = False
@@ -487,11 +570,16 @@ class Round:
                 w.strategy_used = SEED_STRATEGY
             else:
                 name = "random" if w.phase == "random" else w.name
+                F = w.F
+                assert F is not None
+                if F is not X:
+                    del X_u  # strategies see the head's features
+                    X_u = F[w.unlabeled_idx]
                 ctx = strategies.SelectionContext(
                     X=X_u,
                     probs=probs,
                     committee=w.outputs.committee,
-                    X_labeled=X[w.labeled_idx] if w.labeled_idx.size else None,
+                    X_labeled=F[w.labeled_idx] if w.labeled_idx.size else None,
                     density=items.density[w.unlabeled_idx] if w.need_density else None,
                 )
                 batch, w.components = strategies.select_batch(
@@ -568,7 +656,7 @@ class Round:
             if head is None:
                 evidence = stopping.RoundEvidence(labels=int(w.labeled_idx.size), classes=tuple(w.known_classes))
             else:
-                X = w.X
+                X = w.F
                 assert X is not None
                 stop_rows = self._stop_set_rows(w)
                 stop_proba = self.task.outputs(head, X[stop_rows], committee=False).probs
@@ -673,6 +761,10 @@ class Round:
         )
         model = None
         meta = {"vector_dim": str(w.X.shape[1])}
+        arrays: dict[str, np.ndarray] = {}
+        if w.graph_changed and self._graph is not None:
+            arrays.update(self._graph_arrays())
+            meta["graph_version"] = str(self._graph_version)
         if w.stop_set_ids is not None:
             meta["stop_set"] = json.dumps(w.stop_set_ids)
         if w.head is not None and not w.head_reused:
@@ -692,6 +784,7 @@ class Round:
                 model=model,
                 centroids=w.centroids if w.new_clusters else None,
                 meta=meta,
+                arrays=arrays,
                 item_columns=item_columns,
                 identity=(pool, self._space(pool)),
             )
@@ -737,7 +830,7 @@ class Round:
         head = self.current_head()
         if head is None:
             return Prediction([None] * len(texts), np.full(len(texts), np.nan), None, [], "none")
-        outputs = self.task.outputs(head, self.embedder.embed(list(texts)), committee=False)
+        outputs = self.task.outputs(head, self.features(self.embedder.embed(list(texts))), committee=False)
         labels, confidence = self.task.predictions(head, outputs)
         return Prediction(
             labels=labels,

@@ -14,6 +14,8 @@ Strategy specs are a registry name with optional `+option`s, e.g. `margin`, `mar
     uncalibrated   head without temperature scaling
     unweighted     head without balanced class weights
     outliers=Q     drop the lowest-density quantile Q from the candidates
+    plain          head on the raw embeddings (no graph smoothing: [head] smoothing = 0)
+    smooth=A       graph smoothing weight A in [0, 1] ([head] smoothing)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class StrategySpec:
     calibrate: bool = True
     class_weight: str | None = "balanced"
     outlier_quantile: float | None = None
+    smoothing: float | None = None  # None: the product's default ([head] smoothing)
 
 
 def parse_strategy(spec: str) -> StrategySpec:
@@ -66,6 +69,12 @@ def parse_strategy(spec: str) -> StrategySpec:
                 opts["calibrate"] = False
             elif key == "unweighted" and not value:
                 opts["class_weight"] = None
+            elif key == "plain" and not value:
+                opts["smoothing"] = 0.0
+            elif key == "smooth":
+                opts["smoothing"] = float(value)
+                if not 0 <= opts["smoothing"] <= 1:
+                    raise ValueError
             elif key == "outliers":
                 opts["outlier_quantile"] = float(value)
                 if not 0 < opts["outlier_quantile"] < 1:
@@ -75,7 +84,7 @@ def parse_strategy(spec: str) -> StrategySpec:
         except ValueError:
             raise InputError(
                 f"strategy {spec!r}: bad option {part!r} (options: eps=F, start=seeded|random, uncalibrated, "
-                "unweighted, outliers=Q)"
+                "unweighted, outliers=Q, plain, smooth=A)"
             ) from None
     return StrategySpec(label=spec.strip(), name=parts[0], **opts)
 
@@ -163,6 +172,8 @@ def _arm_config(spec: StrategySpec, config: SimulationConfig, repeat: int) -> Co
     cfg.head.calibrate = spec.calibrate
     cfg.head.class_weight = spec.class_weight or "none"
     cfg.head.committee_size = config.committee_size
+    if spec.smoothing is not None:
+        cfg.head.smoothing = spec.smoothing
     return cfg
 
 
@@ -202,7 +213,8 @@ class _Arm:
         head = self.round.last_head
         rows = self.labeled()
         if head is None or getattr(head, "n_labels_", -1) != rows.size:
-            fitted, _ = self.round.fit(self.X[rows], [self.ids[i] for i in rows], [self.labels[i] for i in rows],
+            F = self.round.pool_features if self.round.pool_features is not None else self.X
+            fitted, _ = self.round.fit(F[rows], [self.ids[i] for i in rows], [self.labels[i] for i in rows],
                                        label_set=self.classes)
             head = fitted
         return head if head is not None else Head(self.classes, committee_size=0)
@@ -281,7 +293,7 @@ def simulate(
                 if n_labeled < budget:
                     picks, ev = arm.select(min(config.batch_size, budget - n_labeled))
                     arm_evidence.append(ev)
-                acc, f1 = _evaluate(arm.head(), X_test, y_test, classes)
+                acc, f1 = _evaluate(arm.head(), arm.round.features(X_test), y_test, classes)
                 curve.append({"labels": n_labeled, "accuracy": acc, "macro_f1": f1})
                 if on_step:
                     on_step(spec.label)

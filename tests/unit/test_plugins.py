@@ -162,7 +162,9 @@ def test_a_plugin_strategy_is_listed_and_runs_in_the_round(toy):
     learner.teach(range(30), ["a" if v > 0 else "b" for v in X[:30, 1]])
     picks = learner.query(5)
     unlabeled = np.arange(30, 60)
-    assert picks.tolist() == unlabeled[np.argsort(X[unlabeled, 0], kind="stable")][:5].tolist()
+    F = learner._round.pool_features  # what strategies see: the head's (graph-smoothed) features of the pool
+    assert F.shape == X.shape
+    assert picks.tolist() == unlabeled[np.argsort(F[unlabeled, 0], kind="stable")][:5].tolist()
 
 
 def test_a_plugin_is_imported_once_and_only_when_used(toy):
