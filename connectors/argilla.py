@@ -11,6 +11,10 @@ What a push writes on each pending record, so annotators can sort their queue by
   once a model exists;
 - optionally the embedding in a vector field (`vector_field`), for Argilla's "find similar".
 
+The round's stopping decision is kept in the dataset's guidelines, in a block between the HTML comments
+`<!-- al-backend:stopping -->` and `<!-- /al-backend:stopping -->` (appended once, then rewritten only when
+it changes); the rest of the guidelines is the user's and is never changed.
+
 Labels: a record is labeled when it is `completed` (its TaskDistribution reached) and has submitted
 responses to the label question. With several annotators the label is the majority; every submitted label is
 kept in `meta["annotation_labels"]` and a disagreement flagged in `meta["disagreement"]`, so the engine
@@ -34,6 +38,7 @@ from al_backend.errors import ConfigError, ConnectorError
 from al_backend.pool import Pool, Ranking
 
 from .base import ConnectorBase, OnChunk, PushReport
+from .stopping_note import stopping_summary
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,11 @@ SEARCH_LIMIT = 1000  # the search endpoint's largest page
 # metadata property -> Argilla type, written on every pending record
 AL_METADATA = {"al_priority": "float", "al_rank": "integer", "al_round": "integer", "al_cluster": "integer"}
 _AGENT_BAD = re.compile(r"[^a-zA-Z0-9\-_:./ ]")
+GUIDELINES_MAX = 10000  # the server's limit on a dataset's guidelines
+NOTE_BEGIN = "<!-- al-backend:stopping -->"  # the guidelines' block al-backend owns (the stopping note)
+NOTE_END = "<!-- /al-backend:stopping -->"
+# the first complete block: a begin marker, then anything but another begin marker, then an end marker
+_NOTE_BLOCK = re.compile(re.escape(NOTE_BEGIN) + r"(?:(?!" + re.escape(NOTE_BEGIN) + r").)*?" + re.escape(NOTE_END), re.S)
 
 
 def _sdk():
@@ -485,12 +495,35 @@ class ArgillaConnector(ConnectorBase):
                 sid, item["metadata"], (sug[0]["value"], sug[0]["score"], sug[0]["agent"]) if sug else current
             )
         log.info("%s: %d records updated, %d already up to date", self.describe(), len(items), unchanged)
-        return PushReport(
-            pushed=len(items), target=self.describe(),
-            details={"unchanged": unchanged, "chunks": len(chunks), "round": int(ranking.round_id), "missing": len(missing),
-                     "suggestions": sum(1 for it in items if "suggestions" in it),
-                     "vectors": bool(vec is not None)},
-        )
+        details: dict[str, Any] = {"unchanged": unchanged, "chunks": len(chunks), "round": int(ranking.round_id), "missing": len(missing),
+                   "suggestions": sum(1 for it in items if "suggestions" in it), "vectors": bool(vec is not None)}
+        note = stopping_summary(ranking.stopping, round_id=ranking.round_id, labels=self.last_pull.get("labeled"))
+        if note is not None:
+            try:
+                if self.update_stopping_note(note):
+                    details["stopping_note"] = note
+            except (ConnectorError, HttpError) as e:
+                # the priorities are written: a note that could not be updated waits for the next round
+                log.warning("%s: could not update the stopping note in the guidelines: %s", self.describe(), e)
+                details["stopping_note_error"] = str(e)
+        return PushReport(pushed=len(items), target=self.describe(), details=details)
+
+    def update_stopping_note(self, note: str) -> bool:
+        """Put `note` in the al-backend block of the dataset's guidelines (appended when there is none); the
+        rest of the guidelines is left byte for byte. Reads the guidelines fresh (someone may have edited
+        them in the UI) and writes only when the text changes; True when it wrote."""
+        ds = self.dataset
+        current = self._request("GET", f"/api/v1/datasets/{ds.id}", what="read the dataset").json().get("guidelines") or ""
+        new = with_note_block(current, note)
+        if new == current:
+            return False
+        if len(new) > GUIDELINES_MAX:
+            log.warning("%s: guidelines would exceed Argilla's %d characters with the stopping note; not written",
+                        self.describe(), GUIDELINES_MAX)
+            return False
+        self._request("PATCH", f"/api/v1/datasets/{ds.id}", json_body={"guidelines": new},
+                      what="update the guidelines (stopping note)")
+        return True
 
     # ------------------------------------------------------------------ schema
     def ensure_metadata_properties(self) -> list[str]:
@@ -613,6 +646,21 @@ class ArgillaConnector(ConnectorBase):
         if self._http is not None:
             self._http.close()
             self._http = None
+
+
+def with_note_block(guidelines: str, note: str) -> str:
+    """`guidelines` with the al-backend block (between NOTE_BEGIN and NOTE_END, HTML comments the rendered
+    markdown does not show) holding `note`; other complete blocks dropped; the block appended after a blank
+    line when there is none. Everything outside the block stays byte for byte."""
+    block = f"{NOTE_BEGIN}\n\n**Active learning (al-backend):** {note}\n\n{NOTE_END}"
+    found = _NOTE_BLOCK.search(guidelines)
+    if found is None:
+        if not guidelines.strip():
+            return block
+        sep = "" if guidelines.endswith("\n\n") else "\n" if guidelines.endswith("\n") else "\n\n"
+        return f"{guidelines}{sep}{block}"
+    head, tail = guidelines[: found.start()], guidelines[found.end():]
+    return head + block + _NOTE_BLOCK.sub("", tail)
 
 
 def majority(labels: Sequence[str], order: dict[str, int] | None = None) -> tuple[str, bool]:

@@ -8,6 +8,9 @@ How Label Studio 1.23 (open source) is made to serve al-backend's order:
   * a Data Manager view "Active learning" is ordered by tasks:predictions_score (ascending).
 Predictions of older al-backend versions ("al-" prefix) are deleted once the new version is live, so the
 database does not grow by one prediction per task per round; predictions of other models are left alone.
+The round's stopping decision is kept as one line of the project's description, starting with
+"[al-backend]" (first, so the project card shows it), rewritten only when it changes; the rest of the
+description is the user's and is never changed.
 
 Supported labeling configs: one <Choices> (choice="single" or "multiple") over a <Text> or <HyperText>
 whose value is a task data key ("$text"). Anything else raises UnsupportedLabelConfig.
@@ -36,6 +39,7 @@ from al_backend.pool import Pool, Ranking
 
 from .base import ConnectorBase, OnChunk, PushReport, UnsupportedSchema
 from .http import HttpClient, HttpError
+from .stopping_note import stopping_summary
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ VIEW_TITLE = "Active learning"
 VIEW_ORDERING = ["tasks:predictions_score"]
 OUR_VERSION_PREFIX = "al-"
 TEXT_TAGS = {"Text", "HyperText"}
+NOTE_MARK = "[al-backend]"  # the project description's line that al-backend owns (the stopping note)
 
 
 class UnsupportedLabelConfig(UnsupportedSchema):
@@ -97,6 +102,27 @@ class LabelConfig:
         if self.object_type == "HyperText":
             value = html_to_text(value)
         return value
+
+
+def with_note_line(description: str, line: str) -> str:
+    """`description` with its al-backend line (the first line starting with NOTE_MARK) replaced by `line`,
+    other such lines dropped; `line` put first, before a blank line, when there is none. Everything else,
+    line endings included, stays byte for byte. First rather than last: the project card shows only the
+    first three lines of the description."""
+    lines = description.splitlines(keepends=True)
+    out: list[str] = []
+    placed = False
+    for ln in lines:
+        if ln.startswith(NOTE_MARK):
+            if not placed:
+                body = ln.splitlines()[0]
+                out.append(line + ln[len(body):])  # the line's own ending, whichever it is
+                placed = True
+            continue  # a second al-backend line (pasted twice): ours, not the user's
+        out.append(ln)
+    if not placed:
+        return f"{line}\n\n{description}" if description.strip() else line
+    return "".join(out)
 
 
 _TAG_RE = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
@@ -321,6 +347,7 @@ class LabelStudioConnector(ConnectorBase):
         self._project: dict[str, Any] | None = None
         self._config: LabelConfig | None = None
         self.skipped: list[str] = []
+        self.labeled: int | None = None  # labeled tasks at the last pull (for the stopping note)
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> "LabelStudioConnector":
@@ -472,6 +499,7 @@ class LabelStudioConnector(ConnectorBase):
             log.warning("%s: skipped %d task(s) with no text in data[%r] (first: %s)",
                         self.describe(), len(skipped), cfg.data_key, ", ".join(skipped[:5]))
         self.skipped = skipped
+        self.labeled = sum(1 for lab in labels if lab is not None)
         return Pool(ids=ids, texts=texts, labels=labels, meta=meta, source=self.describe())
 
     # ------------------------------------------------------------------ push
@@ -553,8 +581,20 @@ class LabelStudioConnector(ConnectorBase):
                 if on_chunk is not None:
                     on_chunk(n, total)
         details["push_s"] = round(time.perf_counter() - t0, 3)
-        if project.get("sampling") != SAMPLING or project.get("model_version") != version:
-            self.activate(version)
+        note = stopping_summary(ranking.stopping, round_id=ranking.round_id, labels=self.labeled)
+        description = None
+        if note is not None:
+            if created:  # the imports took a while: the description may have been edited meanwhile
+                project = self.project(refresh=True)
+            current = project.get("description") or ""
+            description = with_note_line(current, f"{NOTE_MARK} {note}")
+            if description == current:
+                description = None
+            else:
+                details["stopping_note"] = note
+        switch = project.get("sampling") != SAMPLING or project.get("model_version") != version
+        if switch or description is not None:
+            self.activate(version if switch else None, description=description)
         details["view_id"] = self.ensure_view()
         if on_chunk is not None:
             on_chunk(total, total)
@@ -576,20 +616,36 @@ class LabelStudioConnector(ConnectorBase):
             details["prune_s"] = round(time.perf_counter() - t, 3)
         return PushReport(pushed=created, target=self.describe(), details=details)
 
-    def activate(self, version: str) -> None:
-        """Uncertainty sampling over `version`: both keys in one PATCH (one alone can reset the other)."""
+    def activate(self, version: str | None, description: str | None = None) -> None:
+        """Uncertainty sampling over `version`: both keys in one PATCH (one alone can reset the other); with
+        `description`, the project's new description (the stopping note) in the same PATCH. version=None
+        patches the description alone (a PATCH without show_collab_predictions leaves model_version as is)."""
+        payload: dict[str, Any] = {}
+        if version is not None:
+            payload.update(sampling=SAMPLING, model_version=version)
+        if description is not None:
+            payload["description"] = description
+        if not payload:
+            return
+        what = "set uncertainty sampling" if version is not None else "update the description (stopping note)"
         try:
-            body = self.http.request(
-                "PATCH", f"/api/projects/{self.project_id}/", json_body={"sampling": SAMPLING, "model_version": version},
-                what="set uncertainty sampling",
-            ).json()
+            body = self.http.request("PATCH", f"/api/projects/{self.project_id}/", json_body=payload, what=what).json()
         except HttpError as e:
+            if e.status == 400 and version is not None and description is not None:
+                # the note must never stop the new order from going live: switch without it
+                log.warning("%s: Label Studio refused the description with the stopping note (%s); "
+                            "switching to %s without it", self.describe(), e, version)
+                return self.activate(version)
             raise self._explain(e) from None
-        if body.get("model_version") != version or body.get("sampling") != SAMPLING:
+        if version is not None and (body.get("model_version") != version or body.get("sampling") != SAMPLING):
             raise ConnectorError(
                 f"{self.describe()}: asked for sampling={SAMPLING!r} model_version={version!r}, the project "
                 f"kept sampling={body.get('sampling')!r} model_version={body.get('model_version')!r}"
             )
+        if description is not None and (body.get("description") or "") != description:
+            log.warning("%s: Label Studio stored the description differently from what was sent (%d vs %d "
+                        "characters); the stopping note is rewritten next round", self.describe(),
+                        len(body.get("description") or ""), len(description))
         self._project = body
 
     def ensure_view(self) -> int:

@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.argilla, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 N_RECORDS = 200
 SEED_LABELS = 3  # per class, submitted by the annotator before the first round
+USER_GUIDELINES = ("# How to label\n\nPick the *topic* of the paragraph.\r\nIf two fit, pick the first in the list.\n\n"
+                   "<!-- reviewer: Ana -->\n")
 
 
 def bbc_records(n: int = N_RECORDS, seed: int = 7):
@@ -84,6 +86,8 @@ def project(argilla_server, tmp_path_factory):
         name, ws, records, BBC_CLASSES,
         metadata_properties=[rg.TermsMetadataProperty(name="source"), rg.IntegerMetadataProperty(name="doc")],
     )
+    with stack.http() as http:  # the owner's own guidelines, which the stopping note must leave as they are
+        http.patch(f"/api/v1/datasets/{ds.id}", json={"guidelines": USER_GUIDELINES}).raise_for_status()
     annotator = stack.create_annotator(ws)
     seed = {}
     for c in BBC_CLASSES:
@@ -130,6 +134,59 @@ def test_01_round_writes_priorities_to_every_pending_record(project):
         assert "al_priority" not in held[rid]["metadata"]
         assert held[rid]["labels"] == [project["seed"][rid]]
     assert result["labeled"] == len(project["seed"])
+
+
+def dataset_json(project) -> dict:
+    ds = project["stack"].client().datasets(name=project["name"], workspace=project["ws"])
+    with project["stack"].http() as http:
+        return http.get(f"/api/v1/datasets/{ds.id}").raise_for_status().json()
+
+
+def test_01b_stopping_note_in_the_guidelines(project):
+    """The round's decision is a marked block at the end of the guidelines: the owner's text before it kept
+    byte for byte, replaced (never duplicated) by the next decision, nothing written when it is unchanged."""
+    import dataclasses
+
+    from connectors.argilla import NOTE_BEGIN, NOTE_END
+    from tests.services.faultproxy import FaultProxy
+
+    ranking = project["rounds"][0]["ranking"]
+    decision = ranking.stopping
+    assert decision is not None and decision["stop"] is False  # one round with a model: too early to stop
+    guidelines = dataset_json(project)["guidelines"]
+    assert guidelines.startswith(USER_GUIDELINES + "\n" + NOTE_BEGIN) and guidelines.endswith(NOTE_END)
+    note = guidelines[len(USER_GUIDELINES) + 1:]
+    assert f"Keep labeling (round {ranking.round_id}, {len(project['seed'])} labels): " in note
+    assert decision["reason"] in note and "\n" not in note.split("\n\n")[1]  # one line between the markers
+    assert project["stack"].api_key not in guidelines and project["stack"].url not in guidelines
+
+    with FaultProxy(project["stack"].url) as proxy:
+        connector = ArgillaConnector.from_config(project["cfg"], api_url=proxy.url)
+        before = dataset_json(project)["updated_at"]
+        report = connector.push(ranking)  # the same ranking again: no record and no guidelines written
+        assert report.pushed == 0 and "stopping_note" not in report.details
+        assert proxy.events("PATCH") == [] and proxy.events("PUT") == []
+        assert dataset_json(project)["updated_at"] == before and dataset_json(project)["guidelines"] == guidelines
+        connector.push(dataclasses.replace(ranking, stopping=None))  # no decision: the note stays
+        assert proxy.events("PATCH") == [] and dataset_json(project)["guidelines"] == guidelines
+
+        # the owner edits the guidelines around the block; the next decision replaces only the block
+        edited = "Read this first.\n\n" + guidelines + "\n\nA later addition."
+        with project["stack"].http() as http:
+            http.patch(f"/api/v1/datasets/{connector.dataset.id}", json={"guidelines": edited}).raise_for_status()
+        stop = {"stop": True, "criterion": "budget", "reason": "15 labels reached the budget of 15",
+                "evidence": {"labels": 15, "budget": 15}}
+        report = connector.push(dataclasses.replace(ranking, stopping=stop))
+        assert report.pushed == 0  # the records already hold this ranking
+        assert len(proxy.events("PATCH", r"^/api/v1/datasets/")) == 1
+        now = dataset_json(project)["guidelines"]
+        assert now.count(NOTE_BEGIN) == 1 and now.count(NOTE_END) == 1
+        assert now.startswith("Read this first.\n\n" + USER_GUIDELINES + "\n" + NOTE_BEGIN)
+        assert now.endswith(NOTE_END + "\n\nA later addition.")
+        assert (f"You can stop labeling (round {ranking.round_id}, 15 labels): budget: 15 labels reached the budget "
+                "of 15") in now and "Keep labeling" not in now
+        connector.push(dataclasses.replace(ranking, stopping=stop))
+        assert len(proxy.events("PATCH", r"^/api/v1/datasets/")) == 1  # unchanged: not written again
 
 
 def test_02_sorting_by_al_priority_in_argilla_gives_the_ranking(project):

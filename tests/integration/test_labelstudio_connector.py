@@ -166,3 +166,63 @@ def test_multiple_choice_and_hypertext(label_studio, bbc_texts):
     assert pool.labels[row] == "tech"  # the most voted choice
     assert pool.meta[row]["annotation_labels"] == ["tech|business", "tech"]
     assert pool.texts[1] == " ".join(bbc_texts[1][0].split()) and "<" not in pool.texts[1] and "var x" not in pool.texts[1]
+
+
+KEEP = {"stop": False, "criterion": "stabilizing_predictions",
+        "reason": "mean kappa 0.962 < 0.99 over the last 3 rounds (0.950, 0.960, 0.975)",
+        "evidence": {"threshold": 0.99, "window": 3, "kappas": [0.95, 0.96, 0.975], "mean_kappa": 0.962}}
+STOP = {"stop": True, "criterion": "budget", "reason": "3 labels reached the budget of 3",
+        "evidence": {"labels": 3, "budget": 3}}
+
+
+def test_stopping_note_in_the_project_description(label_studio, bbc_texts):
+    """The decision is one "[al-backend]" line of the description: first, replaced round after round, the
+    user's text around it kept byte for byte, and nothing written when it does not change."""
+    import dataclasses
+
+    from connectors.labelstudio import NOTE_MARK
+    from tests.services.faultproxy import FaultProxy
+
+    pid = label_studio.create_project(BBC_CLASSES, title="stopping note")
+    ids = label_studio.import_tasks(pid, [t for t, _ in bbc_texts[:20]])
+    for tid, (_, cls) in zip(ids[:3], bbc_texts[:3]):
+        label_studio.annotate(tid, cls)
+    user = "BBC topics, pilot batch.\r\nAsk Ana when two topics fit:  pick the first.\n\n  Indented line."
+    label_studio.api("PATCH", f"/api/projects/{pid}/", json={"description": user})
+    assert label_studio.project(pid)["description"] == user
+
+    with FaultProxy(label_studio.url) as proxy:
+        c = LabelStudioConnector(proxy.url, label_studio.legacy_token, pid)
+        pool = c.pull()
+        unlabeled = [i for i, lab in zip(pool.ids, pool.labels) if lab is None]
+        first = dataclasses.replace(ranking_for(unlabeled, "al-note-v1"), round_id=12, stopping=KEEP)
+        report = c.push(first)
+        line = (f"{NOTE_MARK} Keep labeling (round 12, 3 labels): stabilizing_predictions: mean kappa 0.962 < 0.99 "
+                "over the last 3 rounds (0.950, 0.960, 0.975)")
+        proj = label_studio.project(pid)
+        assert proj["description"] == f"{line}\n\n{user}"
+        assert report.details["stopping_note"] == line[len(NOTE_MARK) + 1:]
+        # one PATCH switched the project and wrote the note
+        assert len(proxy.events("PATCH", r"^/api/projects/")) == 1
+        assert proj["sampling"] == "Uncertainty sampling" and proj["model_version"] == "al-note-v1"
+
+        proxy.reset_log()
+        assert c.push(first).details.get("unchanged") is True
+        assert proxy.events("PATCH") == [] and label_studio.project(pid)["description"] == f"{line}\n\n{user}"
+        c.push(dataclasses.replace(first, stopping=None))  # no decision: the note stays
+        assert proxy.events("PATCH") == [] and label_studio.project(pid)["description"] == f"{line}\n\n{user}"
+
+        # the user edits the description around the note; the next decision replaces only the note's line
+        edited = f"Owner: news team\n{line}\n\n{user}\nAdded after."
+        label_studio.api("PATCH", f"/api/projects/{pid}/", json={"description": edited})
+        c.push(dataclasses.replace(first, round_id=13, stopping=STOP))
+        stop_line = f"{NOTE_MARK} You can stop labeling (round 13, 3 labels): budget: 3 labels reached the budget of 3"
+        proj = label_studio.project(pid)
+        assert proj["description"] == f"Owner: news team\n{stop_line}\n\n{user}\nAdded after."
+        assert proj["description"].count(NOTE_MARK) == 1
+        # the description alone was patched: the active version and sampling are untouched
+        patches = proxy.events("PATCH", r"^/api/projects/")
+        assert len(patches) == 1
+        assert proj["sampling"] == "Uncertainty sampling" and proj["model_version"] == "al-note-v1"
+        nxt = label_studio.api("GET", f"/api/projects/{pid}/next/")
+        assert str(nxt["id"]) == unlabeled[0]  # still served in the ranking's order
