@@ -680,10 +680,12 @@ class Round:
                 if (r.metrics.get("stopping") or {}).get("evidence")
             ]
             decision = criterion.decide([*history, evidence], budget=budget)
+            decided = decision.to_dict()
+            decided["evidence"] = {"labels": int(w.labeled_idx.size), **decided["evidence"]}
             w.stopping = {
                 "criterion": self.config.stopping.criterion,
                 "budget": budget,
-                "decision": decision.to_dict(),
+                "decision": decided,
                 "evidence": evidence.to_dict(),
             }
 
