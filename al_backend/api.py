@@ -16,7 +16,8 @@ inputs validated with messages that say what is wrong, `classes_` after a fit.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -170,7 +171,7 @@ class ActiveLearner:
         self._round = Round(self.config, Store.memory(), task=task, progress=False)
 
     # ------------------------------------------------------------------ labels
-    def teach(self, indices: Sequence[int], labels: Sequence[Any]) -> "ActiveLearner":
+    def teach(self, indices: Sequence[int], labels: Sequence[Any]) -> ActiveLearner:
         """Record labels for pool rows. indices: (m,) ints into the pool; labels: (m,) str or int. Returns self."""
         idx = np.asarray(indices)
         if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
@@ -230,7 +231,10 @@ class ActiveLearner:
         head = self._head()
         if head is None:
             raise InputError("no model yet: teach labels of at least two classes first")
-        return self._round.task.outputs(head, X, committee=False).probs
+        probs = self._round.task.outputs(head, X, committee=False).probs
+        if probs is None:  # tasks give probabilities whenever there is a head
+            raise InputError("no model yet: teach labels of at least two classes first")
+        return probs
 
     def predict(self, embeddings: Any) -> list[Any]:
         """(m,) predicted labels (your label values)."""

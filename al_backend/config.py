@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, get_type_hints
+from typing import Any, get_type_hints
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,7 +32,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import ConfigError
-from .redact import redact as redact_text, register_secret, register_url
+from .redact import redact as redact_text
+from .redact import register_secret, register_url
 
 
 @dataclass

@@ -10,13 +10,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ConfigError, InputError
 from .store import Store
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +84,16 @@ class Embedder:
         self.device = device
         self.normalize = normalize
         self.progress = progress
-        self._model = None
+        self._model: SentenceTransformer | None = None  # loaded on first use
         self.encoder_calls = 0
         self.texts_encoded = 0
 
     @classmethod
-    def from_config(cls, config, store: Store | None = None, progress: bool = True) -> "Embedder":
+    def from_config(cls, config, store: Store | None = None, progress: bool = True) -> Embedder:
         e = config.embedding
         return cls(e.model, store, batch_size=e.batch_size, device=e.device, normalize=e.normalize, progress=progress)
 
-    def _load(self):
+    def _load(self) -> SentenceTransformer:
         if self._model is None:
             if self.model_id.startswith("sentence-transformers/all-MiniLM-L6-v2"):
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -115,7 +119,10 @@ class Embedder:
         model = self._load()
         # renamed in sentence-transformers 6; keep older releases working
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        return int(get_dim())
+        dim = get_dim()
+        if dim is None:  # a model without a fixed output size
+            raise ConfigError(f"embedding model {self.model_name!r} does not report its embedding dimension")
+        return int(dim)
 
     def encode_uncached(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Run the model on texts (batched), returning float32 (n, d)."""

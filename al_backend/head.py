@@ -27,7 +27,8 @@ import hashlib
 import json
 import math
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class Head:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X: np.ndarray, y: Sequence[str]) -> "Head":
+    def fit(self, X: np.ndarray, y: Sequence[str]) -> Head:
         """Fit on labeled embeddings X (n, d) and labels y (n,). Returns self."""
         X = np.asarray(X, dtype=np.float32)
         labels = [str(v) for v in y]
@@ -102,7 +103,7 @@ class Head:
         self.is_fitted = False
         self.coef_ = self.intercept_ = self.committee_coef_ = self.committee_intercept_ = None
         self.C_, self.temperature_, self.cv_scores_ = DEFAULT_C, 1.0, {}
-        self.cv_accuracy_: float | None = None
+        self.cv_accuracy_ = None
         self._dim = int(X.shape[1]) if X.ndim == 2 else 0
         present = sorted(set(labels))
         if len(present) < 2:
@@ -127,7 +128,7 @@ class Head:
             if self.calibrate and oof_logits is not None and len(oof_y) >= MIN_LABELS_FOR_CALIBRATION:
                 self.temperature_ = _fit_temperature(oof_logits, oof_y)
             self.coef_, self.intercept_ = W, b
-            self._fit_committee(X, yi, model, rng)
+            self._fit_committee(X, yi, model, W.shape, rng)
         self.is_fitted = True
         return self
 
@@ -176,7 +177,7 @@ class Head:
         folds = self._folds(yc, rng)
         if folds is None:
             return None, yi[:0]
-        losses = {C: [] for C in C_GRID}
+        losses: dict[float, float] = {}  # C -> held-out log loss after its own temperature
         oof = {C: np.full((len(yc), len(self.classes_)), np.nan, dtype=np.float32) for C in C_GRID}
         for f in range(CV_FOLDS):
             train, test = folds != f, folds == f
@@ -201,11 +202,14 @@ class Head:
         self.C_ = float(next(C for C in C_GRID if losses[C] <= best * 1.005))
         return oof[self.C_][scored], yc[scored]
 
-    def _fit_committee(self, X: np.ndarray, yi: np.ndarray, model: Any, rng: np.random.Generator) -> None:
+    def _fit_committee(
+        self, X: np.ndarray, yi: np.ndarray, model: Any, shape: tuple[int, ...], rng: np.random.Generator
+    ) -> None:
+        """Bootstrap members around the main solution `model`, whose full coefficients have `shape` (d, C)."""
         m = self.committee_size
         if m == 0:
             return
-        d, n_classes = self.coef_.shape
+        d, n_classes = shape
         Wc = np.empty((m, d, n_classes), dtype=np.float32)
         bc = np.empty((m, n_classes), dtype=np.float32)
         size = min(len(yi), COMMITTEE_MAX_ROWS)
@@ -233,7 +237,7 @@ class Head:
         X = self._check_X(X)
         if not self.is_fitted:
             return np.broadcast_to(self._fallback(X.shape[0]), (max(self.committee_size, 1), X.shape[0], self._n_cols())).copy()
-        if self.committee_coef_ is None:
+        if self.committee_coef_ is None or self.committee_intercept_ is None:  # set together
             return self.predict_proba(X)[None]
         return np.stack([_softmax(X @ W + b, self.temperature_) for W, b in zip(self.committee_coef_, self.committee_intercept_)])
 
@@ -253,8 +257,9 @@ class Head:
         X = np.asarray(X)
         if X.ndim != 2:
             raise InputError(f"Head: X must be a 2-d array (n, d), got shape {X.shape}")
-        if self.is_fitted and X.shape[1] != self.coef_.shape[0]:
-            raise InputError(f"Head: X has {X.shape[1]} dimensions, the head was fitted on {self.coef_.shape[0]}")
+        coef = self.coef_  # set whenever is_fitted
+        if self.is_fitted and coef is not None and X.shape[1] != coef.shape[0]:
+            raise InputError(f"Head: X has {X.shape[1]} dimensions, the head was fitted on {coef.shape[0]}")
         return np.ascontiguousarray(X, dtype=np.float32)
 
     # ------------------------------------------------------------------ identity and persistence
@@ -296,7 +301,7 @@ class Head:
         return d
 
     @classmethod
-    def from_state_dict(cls, d: dict[str, Any]) -> "Head":
+    def from_state_dict(cls, d: dict[str, Any]) -> Head:
         """Rebuild a head saved by `state_dict`; predictions are bit-identical."""
         if not isinstance(d, dict) or d.get("format") != STATE_FORMAT:
             raise InputError(f"Head.from_state_dict: not a head state (format {d.get('format') if isinstance(d, dict) else None!r})")
@@ -317,12 +322,14 @@ class Head:
         def arr(key: str) -> np.ndarray | None:
             return None if d.get(key) is None else np.ascontiguousarray(d[key], dtype=np.float32)
 
-        head.coef_, head.intercept_ = arr("coef"), arr("intercept")
+        coef, intercept = arr("coef"), arr("intercept")
+        head.coef_, head.intercept_ = coef, intercept
         head.committee_coef_, head.committee_intercept_ = arr("committee_coef"), arr("committee_intercept")
-        if head.is_fitted and (head.coef_ is None or head.intercept_ is None):
-            raise InputError("Head.from_state_dict: a fitted head needs 'coef' and 'intercept'")
-        if head.is_fitted and head.coef_.shape[1] != len(head.classes_):
-            raise InputError(f"Head.from_state_dict: coef has {head.coef_.shape[1]} columns for {len(head.classes_)} classes")
+        if head.is_fitted:
+            if coef is None or intercept is None:
+                raise InputError("Head.from_state_dict: a fitted head needs 'coef' and 'intercept'")
+            if coef.shape[1] != len(head.classes_):
+                raise InputError(f"Head.from_state_dict: coef has {coef.shape[1]} columns for {len(head.classes_)} classes")
         return head
 
     def summary(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ A curve is two aligned sequences: label counts (increasing) and the accuracy mea
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -11,9 +11,11 @@ not JSON, the 422 message for FastAPI's own validation, and a last-resort handle
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
+import sys
 from typing import Any, Optional, Union
 
 from fastapi import HTTPException, Request
@@ -203,9 +205,9 @@ async def _reject(send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-try:  # Python 3.11+; the exceptiongroup backport (an anyio dependency) on 3.10
-    _ExceptionGroup: Any = BaseExceptionGroup  # noqa: F821
-except NameError:  # pragma: no cover
+if sys.version_info >= (3, 11):
+    _ExceptionGroup = builtins.BaseExceptionGroup  # (via builtins: ruff's py310 target does not know the name)
+else:  # pragma: no cover - the exceptiongroup backport (an anyio dependency) on 3.10
     from exceptiongroup import BaseExceptionGroup as _ExceptionGroup
 
 

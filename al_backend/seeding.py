@@ -11,7 +11,7 @@ is what guards against the failure seen elsewhere, where equal shares over-repre
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -73,7 +73,9 @@ def assign_clusters(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return nearest[:, 0].astype(np.int64)
 
 
-def allocate(sizes: Sequence[int], k: int, already: Sequence[int] | None = None) -> np.ndarray:
+def allocate(
+    sizes: Sequence[int] | np.ndarray, k: int, already: Sequence[int] | np.ndarray | None = None
+) -> np.ndarray:
     """Picks per cluster so labeled + picked is proportional to cluster size (labeled + unlabeled).
 
     Largest-remainder (Hamilton) rounding of k x share over the clusters still below their share,

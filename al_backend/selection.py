@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -94,7 +94,7 @@ class _LazyGreedy:
         value: Callable[[np.ndarray, np.ndarray], np.ndarray],
         k: int,
         sq_norms: np.ndarray,
-        picked: list[int] = (),
+        picked: Sequence[int] = (),
     ) -> None:
         self.X = X
         self.sq_norms = sq_norms

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -325,10 +326,10 @@ def simulate(
     for label, s in summaries.items():
         if reference is not None:
             xs = [p["labels"] for p in s["curve"]]
-            acc = [p["accuracy"] for p in s["curve"]]
+            ya = [p["accuracy"] for p in s["curve"]]
             rx = [p["labels"] for p in reference["curve"]]
             ra = [p["accuracy"] for p in reference["curve"]]
-            s["labels_to_reach_random_final"], s["reduction_ratio"] = metrics.reduction_ratio(xs, acc, rx, ra)
+            s["labels_to_reach_random_final"], s["reduction_ratio"] = metrics.reduction_ratio(xs, ya, rx, ra)
         else:
             s["labels_to_reach_random_final"] = s["reduction_ratio"] = None
         s["seconds_per_round"] = float(np.mean(round_seconds[label])) if round_seconds[label] else 0.0

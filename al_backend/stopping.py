@@ -60,8 +60,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -131,10 +132,10 @@ class RoundEvidence:
                 raise InputError(f"RoundEvidence: {name} must be >= 0, got {value}")
             set_(self, name, value)
         for name in ("mean_uncertainty", "cv_accuracy"):
-            value = _opt_float(getattr(self, name))
-            if value is not None and not math.isfinite(value):
-                raise InputError(f"RoundEvidence: {name} must be finite, got {value}")
-            set_(self, name, value)
+            fvalue = _opt_float(getattr(self, name))
+            if fvalue is not None and not math.isfinite(fvalue):
+                raise InputError(f"RoundEvidence: {name} must be finite, got {fvalue}")
+            set_(self, name, fvalue)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,7 +149,7 @@ class RoundEvidence:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RoundEvidence":
+    def from_dict(cls, d: dict[str, Any]) -> RoundEvidence:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -189,7 +190,8 @@ class StopDecision:
 
 @runtime_checkable
 class Criterion(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: a class constant, or a frozen dataclass field (AnyOf)
 
     def decide(self, history: Sequence[RoundEvidence], *, budget: int | None) -> StopDecision: ...
 
@@ -230,8 +232,10 @@ def _by_name(prev: RoundEvidence, cur: RoundEvidence) -> tuple[np.ndarray, np.nd
     names = list(cur.classes) + [c for c in prev.classes if c not in set(cur.classes)]
     index = {c: i for i, c in enumerate(names)}
     remap = np.array([index[c] for c in prev.classes], dtype=np.int64)
-    prev_pred = remap[prev.stop_predictions] if prev.stop_predictions.size else prev.stop_predictions
-    return prev_pred, cur.stop_predictions, len(names)
+    prev_stop, cur_stop = prev.stop_predictions, cur.stop_predictions
+    assert prev_stop is not None and cur_stop is not None, "callers check that both rounds have stop-set predictions"
+    prev_pred = remap[prev_stop] if prev_stop.size else prev_stop
+    return prev_pred, cur_stop, len(names)
 
 
 def stop_set(ids: Sequence[str], size: int = DEFAULT_STOP_SET_SIZE, random_state: int = 0) -> np.ndarray:
@@ -393,13 +397,14 @@ class TargetAccuracy:
             return _not_yet(self.name, f"{last.labels} labels, waiting for {self.min_labels}", labels=last.labels, **ev)
         recent = [r.cv_accuracy for r in history[-self.window :]]
         ev["cv_accuracies"] = recent
-        if len(recent) < self.window or any(v is None for v in recent):
+        accuracies = [v for v in recent if v is not None]
+        if len(recent) < self.window or len(accuracies) < len(recent):
             return _not_yet(self.name, f"needs cross-validated accuracy for the last {self.window} rounds", **ev)
-        if all(v >= self.target for v in recent):
+        if all(v >= self.target for v in accuracies):
             return StopDecision(
-                True, self.name, f"cross-validated accuracy {_fmt(recent)} >= {self.target} with {last.labels} labels", ev
+                True, self.name, f"cross-validated accuracy {_fmt(accuracies)} >= {self.target} with {last.labels} labels", ev
             )
-        return _not_yet(self.name, f"cross-validated accuracy {_fmt(recent)} < {self.target}", **ev)
+        return _not_yet(self.name, f"cross-validated accuracy {_fmt(accuracies)} < {self.target}", **ev)
 
 
 @dataclass(frozen=True)
@@ -489,9 +494,9 @@ class ClassificationChange:
         if history and history[-1].labels < self.min_labels:
             return _not_yet(self.name, f"{history[-1].labels} labels, waiting for {self.min_labels}", **ev)
         recent = list(history[-self.window :])
-        if len(recent) < self.window or any(r.changed_unlabeled is None for r in recent):
+        changed = [int(r.changed_unlabeled) for r in recent if r.changed_unlabeled is not None]
+        if len(recent) < self.window or len(changed) < len(recent):
             return _not_yet(self.name, f"needs changed counts for the last {self.window} rounds", **ev)
-        changed = [int(r.changed_unlabeled) for r in recent]  # type: ignore[arg-type]
         ev["changed"] = changed
         if self.tolerance == 0.0:
             ok = all(c == 0 for c in changed)
@@ -499,7 +504,7 @@ class ClassificationChange:
         else:
             if any(r.unlabeled is None for r in recent):
                 return _not_yet(self.name, "needs the unlabeled pool size to apply a tolerance", **ev)
-            shares = [c / r.unlabeled if r.unlabeled else 0.0 for c, r in zip(changed, recent)]  # type: ignore[operator]
+            shares = [c / r.unlabeled if r.unlabeled else 0.0 for c, r in zip(changed, recent)]
             ev["shares"] = shares
             ok = all(s <= self.tolerance for s in shares)
         what = ", ".join(str(c) for c in changed) + ("" if shares is None else f" ({_fmt(shares, 4)} of the pool)")
@@ -559,7 +564,7 @@ class AnyOf:
     """Stops as soon as any of `criteria` says stop; the decision is that criterion's (the first in order)."""
 
     criteria: tuple[Criterion, ...]
-    name: str = field(init=False)  # type: ignore[misc]
+    name: str = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.criteria:
@@ -580,7 +585,14 @@ class AnyOf:
         )
 
 
-CRITERIA: dict[str, type] = {
+class _Registered(Criterion, Protocol):
+    """What CRITERIA holds: dataclass criteria with a class-level name and a one-line description."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    description: ClassVar[str]
+
+
+CRITERIA: dict[str, type[_Registered]] = {
     c.name: c for c in (StabilizingPredictions, Budget, TargetAccuracy, ClassificationChange, OverallUncertainty, Never)
 }
 

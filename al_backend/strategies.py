@@ -7,15 +7,15 @@ Exploration (``epsilon``) and outlier exclusion (``outlier_quantile``) wrap any 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from . import density as density_mod
-from . import scoring
-from . import selection
+from . import scoring, selection
 from .errors import ALBackendError, EmptyPoolError
 
 __all__ = [
@@ -318,6 +318,7 @@ def _scores(strategy: Strategy, ctx: SelectionContext, rng: np.random.Generator)
     if scorer == "none":
         return {}
     if scorer == "egl":
+        assert ctx.probs is not None  # egl needs_probs: checked above
         x_norms = np.sqrt(selection._row_sq_norms(np.asarray(ctx.X)))
         return {"egl": scoring.expected_gradient_length(ctx.probs, x_norms)}
     functions = {
@@ -329,6 +330,7 @@ def _scores(strategy: Strategy, ctx: SelectionContext, rng: np.random.Generator)
         "bald": scoring.bald,
     }
     source = ctx.committee if strategy.needs_committee else ctx.probs
+    assert source is not None  # needs_committee / needs_probs: checked above
     return {scorer: functions[scorer](source)}
 
 

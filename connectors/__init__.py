@@ -16,7 +16,8 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .base import Connector, ConnectorBase, LabelSchema, MLBackendAdapter, OnChunk, PushReport, UnsupportedSchema
 

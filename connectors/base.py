@@ -9,8 +9,9 @@ Connectors receive the project's Store and Embedder through `bind()`; they never
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from al_backend.errors import ConnectorError
 from al_backend.pool import Pool, Ranking
@@ -43,7 +44,7 @@ class Connector(Protocol):
     def describe(self) -> str:
         """Where this connector reads and writes, for messages and as the push-progress key (never a token)."""
 
-    def bind(self, store: "Store", embedder: "Embedder") -> None:
+    def bind(self, store: Store, embedder: Embedder) -> None:
         """Receive the project's state and embedder before a push (a connector never opens them itself)."""
 
     def pull(self) -> Pool:
@@ -65,10 +66,10 @@ class ConnectorBase:
     """Optional base for connectors: keeps what `bind()` hands over; `close()` does nothing."""
 
     name = "connector"
-    store: "Store | None" = None
-    embedder: "Embedder | None" = None
+    store: Store | None = None
+    embedder: Embedder | None = None
 
-    def bind(self, store: "Store", embedder: "Embedder") -> None:
+    def bind(self, store: Store, embedder: Embedder) -> None:
         self.store = store
         self.embedder = embedder
 

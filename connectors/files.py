@@ -16,8 +16,9 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -212,7 +213,7 @@ class FileConnector(ConnectorBase):
         self.skipped: list[str] = []
 
     @classmethod
-    def from_config(cls, config, **overrides: Any) -> "FileConnector":
+    def from_config(cls, config, **overrides: Any) -> FileConnector:
         f = config.file
         kwargs: dict[str, Any] = dict(
             input=f.input, output=f.output or None, labels=f.labels or None, id_field=f.id_field,

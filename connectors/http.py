@@ -13,7 +13,8 @@ import json
 import logging
 import random
 import time
-from typing import Any, Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import httpx
 
@@ -27,9 +28,9 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 class Auth(Protocol):
     """Supplies the Authorization header; may refresh credentials once when the server answers 401."""
 
-    def headers(self, client: "HttpClient") -> dict[str, str]: ...
+    def headers(self, client: HttpClient) -> dict[str, str]: ...
 
-    def refresh(self, client: "HttpClient") -> bool:
+    def refresh(self, client: HttpClient) -> bool:
         """Get fresh credentials after a 401; True if the call is worth repeating."""
 
 
@@ -75,6 +76,12 @@ class HttpClient:
 
     def close(self) -> None:
         self._client.close()
+
+    def __enter__(self) -> HttpClient:  # `with HttpClient(...) as c:` closes the connection pool
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (1-based): full jitter on a capped exponential."""

@@ -31,9 +31,11 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     fi
 fi
 
+# [dev]: the test suite's imports and the linters scripts/test.sh runs (ruff, mypy)
 if ! "$PY" -c "import al_backend, connectors, pytest, hypothesis" >/dev/null 2>&1 || [ "${FORCE:-0}" = 1 ] \
+   || [ ! -x "$VENV/bin/ruff" ] || [ ! -x "$VENV/bin/mypy" ] \
    || [ "$ROOT/pyproject.toml" -nt "$VENV/.al-backend-installed" ]; then
-    echo "installing al-backend (editable) with its dependencies"
+    echo "installing al-backend (editable) with its dependencies and dev tools"
     "$PY" -m pip install --quiet -e "$ROOT[dev]"
     touch "$VENV/.al-backend-installed"
 fi

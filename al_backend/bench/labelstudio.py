@@ -13,7 +13,8 @@ The target is connector <= 1.20 x raw.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import numpy as np
@@ -100,7 +101,7 @@ def bench_labelstudio(url: str, token: str, n: int = 10000, *, repeats: int = 2,
             payload = [{"task": int(t), "result": cfg.result(p), "score": k / n, "model_version": v_raw}
                        for k, (t, p) in enumerate(zip(order, predicted))]
 
-            def push_raw() -> float:
+            def push_raw(payload: list[dict] = payload, v_raw: str = v_raw) -> float:
                 t = time.perf_counter()
                 r = raw.post(f"/api/projects/{pid}/import/predictions", headers=raw_headers(), json=payload)
                 r.raise_for_status()
@@ -110,10 +111,10 @@ def bench_labelstudio(url: str, token: str, n: int = 10000, *, repeats: int = 2,
                 return time.perf_counter() - t
 
             ranking = Ranking(ids=order, priority=Ranking.priorities(n), batch_size=20, components={},
-                              predicted=predicted, confidence=np.full(n, 0.5), cluster=np.full(n, -1),
+                              predicted=list(predicted), confidence=np.full(n, 0.5), cluster=np.full(n, -1),
                               round_id=rep + 1, model_version=v_conn, strategy="bench")
 
-            def push_connector() -> float:
+            def push_connector(ranking: Ranking = ranking) -> float:
                 t = time.perf_counter()
                 report = conn.push(ranking)
                 assert report.pushed == n, report

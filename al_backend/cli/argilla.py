@@ -10,13 +10,16 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import ALBackendError
+from ..errors import ALBackendError, ConfigError
+
+if TYPE_CHECKING:
+    from connectors.argilla import ArgillaConnector
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -43,6 +46,19 @@ def register(app: typer.Typer) -> None:
 
 def baseline_key(cfg) -> str:
     return f"watch.argilla.{cfg.argilla.workspace or '-'}.{cfg.argilla.dataset}"
+
+
+def _argilla_connector(cfg: Any) -> ArgillaConnector:
+    """The configured 'argilla' connector. These commands read more than the Connector protocol (its dataset,
+    question, counters, last pull), so it must be an ArgillaConnector (a subclass registered in its place is)."""
+    from connectors import make_connector
+    from connectors.argilla import ArgillaConnector
+
+    connector = make_connector("argilla", cfg)
+    if not isinstance(connector, ArgillaConnector):
+        raise ConfigError(f"the argilla commands need an ArgillaConnector (connectors/argilla.py); the connector "
+                          f"registered as 'argilla' built {type(connector).__name__}")
+    return connector
 
 
 def make_watcher(cfg, connector, *, min_new: int, wait: float = 60.0, progress: bool = False, track_records: bool = True):
@@ -103,8 +119,6 @@ def watch(
 ) -> None:
     """Poll the dataset every --every seconds; once --min-new responses have been submitted since the last
     round, retrain and push new priorities. The first poll runs a round at once. Stop with Ctrl-C or SIGTERM."""
-    from connectors import make_connector
-
     from .main import build_config, fail, setup_logging
 
     setup_logging(log_format)
@@ -118,7 +132,7 @@ def watch(
     try:
         cfg = build_config(config, "argilla", dataset=dataset, workspace=workspace, batch_size=batch_size,
                            strategy=strategy, state=state)
-        connector = make_connector("argilla", cfg)
+        connector = _argilla_connector(cfg)
         counters = connector.counters()  # fail fast: URL, key, dataset, question
         watcher = make_watcher(cfg, connector, min_new=min_new, wait=wait, progress=console.is_terminal,
                                track_records=not ignore_new_records)
@@ -129,8 +143,10 @@ def watch(
             highlight=False,
         )
         status = console.status("", spinner="dots") if console.is_terminal else None
+        last_new: int | None = None  # the last count of new responses printed (without a status line)
 
         def on_poll(res) -> None:
+            nonlocal last_new
             stamp = time.strftime("%H:%M:%S")
             if res.ran:
                 r = res.result
@@ -144,9 +160,9 @@ def watch(
                 console.print(f"{stamp} [red]poll failed, retrying in {every:g} s:[/] {escape(res.error or '')}", highlight=False)
             elif res.reason == "nothing pending":
                 console.print(f"{stamp} every record is labeled; waiting for new records", highlight=False)
-            elif status is None and res.new_submitted and res.new_submitted != getattr(on_poll, "last", None):
+            elif status is None and res.new_submitted and res.new_submitted != last_new:
                 console.print(f"{stamp} {res.new_submitted}/{min_new} new responses", highlight=False)
-            on_poll.last = res.new_submitted
+            last_new = res.new_submitted
             if status is not None:
                 status.update(
                     f"{res.new_submitted}/{min_new} new responses since the last round · "
@@ -176,13 +192,11 @@ def check(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
 ) -> None:
     """Check the connection, the dataset and its question; print what a round would see."""
-    from connectors import make_connector
-
     from .main import build_config, fail, out
 
     try:
         cfg = build_config(config, "argilla", dataset=dataset, workspace=workspace)
-        connector = make_connector("argilla", cfg)
+        connector = _argilla_connector(cfg)
         pool = connector.pull()
         counters = connector.counters()
         have = {p.name for p in connector.dataset.settings.metadata}

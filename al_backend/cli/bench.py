@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -89,7 +91,7 @@ def labelstudio_cmd(
         result = bench_labelstudio(url, token, n, repeats=repeats, keep_project=keep_project, log=log)
     except ALBackendError as e:
         err.print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(e.exit_code)
+        raise typer.Exit(e.exit_code) from None
     if as_json:
         print(json.dumps(result, default=str))
         return
@@ -129,21 +131,23 @@ def predict_cmd(
 
     err = Console(stderr=True)
     log = (lambda _: None) if as_json else (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False))
-    auth = None
+    auth: tuple[str, str] | Callable[[Any], Any] | None = None  # httpx: (user, password) or a request editor
     if url and os.environ.get("AL_BASIC_AUTH_USER") and os.environ.get("AL_BASIC_AUTH_PASS"):
         auth = (os.environ["AL_BASIC_AUTH_USER"], os.environ["AL_BASIC_AUTH_PASS"])
     elif url and os.environ.get("AL_API_TOKEN"):
         token = os.environ["AL_API_TOKEN"]
 
-        def auth(request, token=token):  # httpx accepts a callable that edits the request
+        def bearer(request: Any, token: str = token) -> Any:
             request.headers["Authorization"] = f"Bearer {token}"
             return request
+
+        auth = bearer
     try:
         result = bench_predict(url, concurrency=concurrency, tasks_per_request=tasks_per_request, requests=requests,
                                tasks_file=Path(input) if input else None, project=project, auth=auth, log=log)
     except ALBackendError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(e.exit_code)
+        raise typer.Exit(e.exit_code) from None
     if as_json:
         print(json.dumps(result, default=str))
         return

@@ -37,15 +37,23 @@ def debug_enabled() -> bool:
     return _DEBUG["on"] or os.environ.get("AL_DEBUG", "").lower() in {"1", "true", "yes", "on"}
 
 
+# What the guard lets through to typer: exits, aborts and usage errors (typer prints those, exit code 2).
+# typer >= 0.29 has its own copy of click (typer._click, whose ClickException is a typer.TyperException);
+# older releases use click itself.
+_PASS_THROUGH: tuple[type[BaseException], ...] = (
+    typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort,
+    KeyboardInterrupt, SystemExit,
+) + ((typer.TyperException,) if hasattr(typer, "TyperException") else ())
+
+
 class GuardedGroup(typer.core.TyperGroup):
     """Every command runs inside this guard: an al-backend error becomes its one-line message and exit code,
     anything unexpected one line and exit code 1. No traceback reaches a user unless --debug / AL_DEBUG=1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # the Context of typer's click: typer._click's (>= 0.29) or click's
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort,
-                KeyboardInterrupt, SystemExit):
+        except _PASS_THROUGH:
             raise
         except ALBackendError as e:
             if debug_enabled():
@@ -103,8 +111,10 @@ class JsonFormatter(logging.Formatter):
         for key in ("error_type", "exit_code"):  # set by fail(): the run's final error, for alerting on
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
-        if record.exc_info or record.exc_text:
-            entry["error"] = redact(record.exc_text or self.formatException(record.exc_info))
+        if record.exc_text:
+            entry["error"] = redact(record.exc_text)
+        elif record.exc_info:
+            entry["error"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry)
 
 

@@ -55,7 +55,7 @@ def serve(
                         "the token Label Studio sends in /setup, which only works with legacy tokens enabled")
     except ALBackendError as e:
         typer.echo(f"error: {redact(str(e))}", err=True)
-        raise typer.Exit(e.exit_code)
+        raise typer.Exit(e.exit_code) from None
 
     import uvicorn
 

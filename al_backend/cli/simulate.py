@@ -76,7 +76,8 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         from .. import datasets
-        from ..simulate import SimulationConfig, markdown_report, simulate as run_simulation, write_outputs
+        from ..simulate import SimulationConfig, markdown_report, write_outputs
+        from ..simulate import simulate as run_simulation
         from .main import fail
 
         console = Console(stderr=True)

@@ -14,8 +14,9 @@ A new task type is one module with a class satisfying `TaskType`, registered in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class Head(Protocol):
     classes_: list[str]
     is_fitted: bool
 
-    def fit(self, X: np.ndarray, y: Sequence[Any]) -> "Head":
+    def fit(self, X: np.ndarray, y: Sequence[Any]) -> Head:
         """X: (n, d) float32 embeddings of labeled items; y: their encoded labels. Returns self."""
         ...
 

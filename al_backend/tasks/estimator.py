@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ class EstimatorHead:
         self.is_fitted = False
         self._version = "unfitted"
 
-    def fit(self, X: np.ndarray, y: Sequence[Any]) -> "EstimatorHead":
+    def fit(self, X: np.ndarray, y: Sequence[Any]) -> EstimatorHead:
         labels = [str(v) for v in y]
         if len(set(labels)) < 2:
             return self
@@ -82,7 +83,7 @@ class _Remembered(EstimatorHead):
         super().__init__(estimator)
         self._registry = registry
 
-    def fit(self, X: np.ndarray, y: Sequence[Any]) -> "EstimatorHead":
+    def fit(self, X: np.ndarray, y: Sequence[Any]) -> EstimatorHead:
         super().fit(X, y)
         if self.is_fitted:
             self._registry[self._version] = self

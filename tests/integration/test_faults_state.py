@@ -23,9 +23,14 @@ import pytest
 
 from al_backend.errors import LockedError, StateError
 from al_backend.store import Store
-# the Label Studio fault tests' project (60 BBC paragraphs, 10 annotated, embeddings cached) and proxy
-from tests.integration.test_faults_labelstudio import N_TASKS, assert_served_exactly, project, proxy  # noqa: F401
+from tests.integration import test_faults_labelstudio as ls_faults
+from tests.integration.test_faults_labelstudio import N_TASKS, assert_served_exactly
 from tests.services.faultproxy import Rule, al_backend_cmd, cli_env
+
+# the Label Studio fault tests' fixtures, project (60 BBC paragraphs, 10 annotated, embeddings cached) and proxy,
+# bound here so that pytest finds them in this module
+project = ls_faults.project
+proxy = ls_faults.proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ROOT / "examples" / "tasks.jsonl"

@@ -17,9 +17,9 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import httpx
 import pytest

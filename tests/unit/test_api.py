@@ -1,6 +1,5 @@
 """The Python API: select() and ActiveLearner over caller-given vectors, the same round as the CLI."""
 
-import json
 import subprocess
 import sys
 

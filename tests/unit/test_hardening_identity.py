@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from al_backend.config import load_config
-from al_backend.round import Round
 from al_backend.errors import StateError
 from al_backend.pool import Pool
+from al_backend.round import Round
 from al_backend.store import Store
 from tests.hardening_util import cli, rounds_in, snapshot, tasks, vectors_for, write_pool
 

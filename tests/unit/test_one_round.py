@@ -31,7 +31,7 @@ def prioritize_batch(tmp_path, X, y, pool_rows, labeled_rows, k, random_state, n
             f.write(json.dumps(task) + "\n")
     np.save(tmp_path / f"{name}.npy", X[pool_rows])
     config = tmp_path / f"{name}.toml"
-    config.write_text("[file]\nlabels_fixed = %s\n" % json.dumps(sorted(set(y))))
+    config.write_text(f"[file]\nlabels_fixed = {json.dumps(sorted(set(y)))}\n")
     out = tmp_path / f"{name}-ranked.jsonl"
     result = CliRunner().invoke(app, [
         "prioritize", "--input", str(tasks), "--vectors", str(tmp_path / f"{name}.npy"), "--output", str(out),

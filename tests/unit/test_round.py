@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from al_backend.config import load_config
-from al_backend.round import Round
 from al_backend.errors import EmptyPoolError, InputError
 from al_backend.pool import Pool
+from al_backend.round import Round
 from al_backend.store import Store
 
 
