@@ -25,8 +25,10 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -155,6 +157,7 @@ class Round:
         self.progress = progress
         self._head_cache: tuple[str, Any] | None = None
         self.last_head: Any = None  # the head the last run fitted (simulate evaluates it)
+        self._fit_key = ""  # the key of the head fitted last (labels, configuration, graph version)
         self._graph: Any = None  # the pool's kNN graph (graph.PoolGraph), cached between runs
         self._graph_version: int | None = None
         self._pool_X: np.ndarray | None = None
@@ -535,7 +538,7 @@ class Round:
         head.fit(X_labeled, self.task.encode(labels))
         if not head.is_fitted:
             return None, False
-        head._fit_key = key  # recorded with the model
+        self._fit_key = key  # recorded with the model by this round
         return head, False
 
     def _select(self, w: _Work) -> None:
@@ -665,7 +668,8 @@ class Round:
                     previous = self.current_head()  # the model recorded by the last round, if any
                     if previous is not None:
                         prev = self.task.outputs(previous, X[w.unlabeled_idx], committee=False).probs
-                        prev_pred, prev_classes = prev.argmax(axis=1), list(previous.classes_)
+                        if prev is not None:
+                            prev_pred, prev_classes = prev.argmax(axis=1), list(previous.classes_)
                 evidence = stopping.round_evidence(
                     int(w.labeled_idx.size), list(head.classes_), w.outputs.probs, stop_proba=stop_proba,
                     prev_pred_unlabeled=prev_pred, prev_classes=prev_classes,
@@ -715,6 +719,7 @@ class Round:
         before = items.before
         now_seeded = before["seeded"].copy()
         if w.phase == "seed":
+            assert w.order is not None
             now_seeded[w.unlabeled_idx[w.order[: ranking.batch_size]]] = 1
         # only rows that changed since the stored items: new task or text, new cluster, label, density or seed flag
         nan_now, nan_before = np.isnan(items.density), np.isnan(before["density"])
@@ -771,7 +776,7 @@ class Round:
             meta["stop_set"] = json.dumps(w.stop_set_ids)
         if w.head is not None and not w.head_reused:
             model = (w.head.version, w.head.state_dict())
-            meta["head_key"] = getattr(w.head, "_fit_key", "")
+            meta["head_key"] = self._fit_key
         self.store.record_round(
             RoundWrite(
                 ranking=ranking,
