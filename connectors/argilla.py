@@ -30,7 +30,8 @@ import re
 import time
 import warnings
 from collections import Counter
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -112,16 +113,16 @@ class ArgillaConnector(ConnectorBase):
         self.dataset_name = dataset
         self.workspace_name = workspace or None
         self.resolved_workspace = self.workspace_name
-        self.text_field_name = text_field or None
-        self.question_name = question or None
+        self.text_field_name: str | None = text_field or None
+        self.question_name: str | None = question or None
         self.vector_field_name = vector_field or None
         self.timeout = timeout
         self.retries = retries
-        self._http = None
-        self._client = None
-        self._dataset = None
-        self._question = None
-        self._text_field = None
+        self._http: Any = None  # HttpClient once connected
+        self._client: Any = None
+        self._dataset: Any = None
+        self._question: Any = None
+        self._text_field: Any = None
         # filled by pull(): pool id -> (server record id, the record's own metadata, current suggestion)
         self._records: dict[str, tuple[str, dict[str, Any], tuple | None]] = {}
         self._texts: dict[str, str] = {}
@@ -130,7 +131,7 @@ class ArgillaConnector(ConnectorBase):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, config, **overrides: Any) -> "ArgillaConnector":
+    def from_config(cls, config, **overrides: Any) -> ArgillaConnector:
         """From the typed Config's [argilla] section (ARGILLA_API_URL / ARGILLA_API_KEY already applied)."""
         section = config.argilla
         kwargs: dict[str, Any] = dict(
@@ -277,13 +278,13 @@ class ArgillaConnector(ConnectorBase):
             candidates = workspaces
         found = []
         for ws in candidates:
-            for ds in self._sdk_call(f"list datasets of workspace {ws.name!r}", lambda ws=ws: ws.datasets):
+            for ds in self._sdk_call(f"list datasets of workspace {ws.name!r}", _datasets_of(ws)):
                 if ds.name == self.dataset_name:
                     found.append((ws, ds))
         if not found:
             where = f"workspace {self.workspace_name!r}" if self.workspace_name else f"any workspace ({', '.join(names)})"
             existing = sorted(
-                d.name for ws in candidates for d in self._sdk_call("list datasets", lambda ws=ws: ws.datasets)
+                d.name for ws in candidates for d in self._sdk_call("list datasets", _datasets_of(ws))
             )
             raise ConnectorError(
                 f"Argilla dataset {self.dataset_name!r} not found in {where} at {self.api_url} "
@@ -356,7 +357,7 @@ class ArgillaConnector(ConnectorBase):
 
     def pull(self) -> Pool:
         """Every record: completed ones with their majority label, pending ones unlabeled."""
-        self.dataset  # look the dataset up first: a missing one is a clear error before any paging
+        _ = self.dataset  # look the dataset up first: a missing one is a clear error before any paging
         labels_order = {lab: i for i, lab in enumerate(self.label_set() or [])}
         ids: list[str] = []
         texts: list[str] = []
@@ -365,7 +366,7 @@ class ArgillaConnector(ConnectorBase):
         self._records = {}
         self._texts = {}
         self.skipped = []
-        counts = Counter()
+        counts: Counter[str] = Counter()
         for rec in self._iter_records():
             rid = str(rec.id if rec.id is not None else rec._server_id)
             text = rec.fields.get(self._text_field) if hasattr(rec.fields, "get") else None
@@ -661,6 +662,11 @@ def with_note_block(guidelines: str, note: str) -> str:
         return f"{guidelines}{sep}{block}"
     head, tail = guidelines[: found.start()], guidelines[found.end():]
     return head + block + _NOTE_BLOCK.sub("", tail)
+
+
+def _datasets_of(ws: Any) -> Callable[[], Any]:
+    """The SDK call listing a workspace's datasets, bound to that workspace."""
+    return lambda: ws.datasets
 
 
 def majority(labels: Sequence[str], order: dict[str, int] | None = None) -> tuple[str, bool]:

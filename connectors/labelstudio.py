@@ -29,8 +29,9 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -154,14 +155,14 @@ def parse_label_config(xml: str, from_name: str | None = None) -> LabelConfig:
         found.append(f"<Choices name={name!r}> over <{target.tag if target is not None else '?'} name={to!r}>")
         if from_name and name != from_name:
             continue
-        if target is None or target.tag not in TEXT_TAGS or el.get("perRegion", "").lower() == "true":
+        if target is None or name is None or to is None or target.tag not in TEXT_TAGS \
+                or el.get("perRegion", "").lower() == "true":
             continue
         value = target.get("value", "")
         if not value.startswith("$") or len(value) < 2:
             continue
-        labels = tuple(c.get("value") if c.get("value") is not None else (c.get("alias") or "")
-                       for c in el.iter("Choice"))
-        labels = tuple(lab for lab in labels if lab)
+        raw = (c.get("value") if c.get("value") is not None else (c.get("alias") or "") for c in el.iter("Choice"))
+        labels = tuple(str(lab) for lab in raw if lab)
         if len(labels) < 2:
             found[-1] += f" with {len(labels)} choice(s)"
             continue
@@ -350,16 +351,17 @@ class LabelStudioConnector(ConnectorBase):
         self.labeled: int | None = None  # labeled tasks at the last pull (for the stopping note)
 
     @classmethod
-    def from_config(cls, config: Any, **overrides: Any) -> "LabelStudioConnector":
+    def from_config(cls, config: Any, **overrides: Any) -> LabelStudioConnector:
         """Build from the typed Config's [labelstudio] section (env LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY
         are already folded in by load_config); keyword overrides win (project=..., url=..., api_key=...)."""
         section = getattr(config, "labelstudio", None)
-        url = overrides.pop("url", None) or getattr(section, "url", "")
-        api_key = overrides.pop("api_key", None) or getattr(section, "api_key", "")
+        url: str = overrides.pop("url", None) or getattr(section, "url", "")
+        api_key: str = overrides.pop("api_key", None) or getattr(section, "api_key", "")
         project = overrides.pop("project", None) or overrides.pop("project_id", None) or getattr(section, "project", 0)
         for key in ("text_key", "from_name"):
-            if overrides.get(key) is None and getattr(section, key, ""):
-                overrides[key] = getattr(section, key)
+            configured = getattr(section, key, None)
+            if overrides.get(key) is None and configured:
+                overrides[key] = configured
         if section is not None:
             for key in ("prune_old_versions", "timeout", "retries"):
                 if overrides.get(key) is None and hasattr(section, key):
