@@ -13,10 +13,13 @@ fewer labels to find the boundary; nothing about the labels enters the graph, so
 
 Costs (N pool rows, d dimensions, k neighbours):
 
-- `knn_graph`: built once per pool and cached by the caller. Exact FAISS search below
-  ``exact_threshold`` rows (O(N^2 d), BLAS); above it the blocked IVF search of `al_backend.density`
-  (k-means lists, each list's rows searched against its ``nprobe`` nearest lists: about
-  O(N * nprobe * N / nlist * d)). No N x N matrix is ever held: results are (N, k).
+- `knn_graph`: built once per pool and cached by the caller (`PoolGraph`). Exact FAISS search up to
+  ``exact_threshold`` rows (O(N^2 d), BLAS); above it FAISS HNSW (about O(N log N * M * ef * d); by
+  default M 8, efSearch 32: recall@10 ~0.83 on MiniLM text embeddings, 36 s for 100k rows on the busy
+  2-core machine; M 16 / efSearch 64: ~0.97, 155 s) or, on request, the blocked IVF search of
+  `al_backend.density` (recall@10 ~0.5 at nprobe 3, ~0.8 at nprobe 32). Graph quality matters: on a 20k
+  pool of real text the smoothed head gained +3.4 accuracy points at 1,000 labels with the exact or the
+  0.97-recall HNSW graph, +2.4 at recall 0.79 and only +1.0 at recall 0.48. No N x N matrix is held.
 - `extend_knn_graph`: new rows joining a cached graph: O(n_new * (N + n_new) * d), exact.
 - `smooth_features`: O(N k d) for one hop, row blocks of bounded memory, no Python loop over rows.
 
@@ -48,6 +51,12 @@ __all__ = [
 
 DEFAULT_K = 10
 DEFAULT_ALPHA = 0.5
+# HNSW settings: M 8 / efConstruction 20 / efSearch 32 reached recall@10 0.83 on 20k MiniLM rows of real
+# text and built a 100k graph in 36 s on the busy 2-core machine; M 16 / 40 / 64 reached 0.97 (and the
+# exact graph's accuracy) but took 155 s at 100k. Callers with time to spare pass the larger values.
+HNSW_M = 8
+HNSW_EF_CONSTRUCTION = 20
+HNSW_EF_SEARCH = 32
 _QUERY_BLOCK = 16_384
 _SMOOTH_BLOCK = 65_536
 
@@ -96,14 +105,20 @@ def knn_graph(
     k: int = DEFAULT_K,
     *,
     exact_threshold: int = DEFAULT_EXACT_THRESHOLD,
+    approx: str = "hnsw",
     nprobe: int = 3,
     nlist: int | None = None,
+    hnsw_m: int = HNSW_M,
+    ef_construction: int = HNSW_EF_CONSTRUCTION,
+    ef_search: int = HNSW_EF_SEARCH,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest other rows of X: (ids (N, k) int64, sq_dist (N, k) float32), ascending.
 
-    Exact (FAISS brute force) for N <= exact_threshold, else the blocked IVF approximation (see the
-    module docstring). Missing neighbours (N - 1 < k) are id -1, distance inf. Deterministic for a seed.
+    Exact (FAISS brute force) for N <= exact_threshold. Above it, approx="hnsw" (default: FAISS
+    IndexHNSWFlat, M=hnsw_m, efConstruction / efSearch as given; see the module docstring for recall and
+    cost) or approx="ivf" (the blocked IVF search of `density`, nprobe / nlist). Missing neighbours (N - 1 < k) are id -1, distance inf. The exact
+    and IVF paths are deterministic for a seed; HNSW's graph depends on FAISS's threads.
     """
     X = _as_f32(X, "X")
     if k < 1:
@@ -122,7 +137,27 @@ def knn_graph(
             rows = np.arange(start, start + len(block))
             ids_out[rows], sq_out[rows] = _drop_self(sq, ids, rows, k)
         return ids_out, sq_out
-    return _blocked_ivf_knn(faiss, X, k, nprobe, nlist, seed)
+    if approx == "hnsw":
+        return _hnsw_knn(faiss, X, k, hnsw_m, ef_construction, ef_search)
+    if approx == "ivf":
+        return _blocked_ivf_knn(faiss, X, k, nprobe, nlist, seed)
+    raise ValueError(f"approx must be 'hnsw' or 'ivf', got {approx!r}")
+
+
+def _hnsw_knn(faiss, X: np.ndarray, k: int, m: int, ef_construction: int, ef_search: int):
+    n = X.shape[0]
+    index = faiss.IndexHNSWFlat(X.shape[1], int(m))
+    index.hnsw.efConstruction = int(ef_construction)
+    index.add(X)
+    index.hnsw.efSearch = max(int(ef_search), k + 1)
+    ids_out = np.empty((n, k), dtype=np.int64)
+    sq_out = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, _QUERY_BLOCK):
+        block = X[start : start + _QUERY_BLOCK]
+        sq, ids = index.search(block, k + 1)
+        rows = np.arange(start, start + len(block))
+        ids_out[rows], sq_out[rows] = _drop_self(sq, ids, rows, k)
+    return ids_out, sq_out
 
 
 def knn_query(
@@ -447,13 +482,20 @@ class PoolGraph:
 
 
 def _rebuild_candidates(
-    n: int, exact_threshold: int = DEFAULT_EXACT_THRESHOLD, nprobe: int = 3, nlist: int | None = None, **_: object
+    n: int,
+    exact_threshold: int = DEFAULT_EXACT_THRESHOLD,
+    approx: str = "hnsw",
+    nprobe: int = 3,
+    nlist: int | None = None,
+    **_: object,
 ) -> float:
     """Rows a rebuild compares each row with: all of them when exact, ~nprobe lists of the IVF partition
     otherwise. Extending by n_new rows compares every row with n_new rows twice over (new against all, old
     against new), so it is the cheaper way only while 2 n_new stays below this (~316 at 100k rows)."""
     if n <= exact_threshold:
         return float(n)
+    if approx == "hnsw":  # at 20k rows the default HNSW build + search cost ~1/3 of the exact search (measured)
+        return 6_000.0
     lists = int(nlist) if nlist else max(1, int(round(3 * math.sqrt(n))))
     return float(nprobe) * n / lists
 

@@ -207,7 +207,7 @@ def test_approximate_graph_recall():
     centres = rng.normal(size=(40, 16)).astype(np.float32) * 3
     X = (centres[rng.integers(0, 40, 4000)] + rng.normal(size=(4000, 16))).astype(np.float32)
     exact_ids, exact_sq = knn_graph(X, 10)
-    ids, sq = knn_graph(X, 10, exact_threshold=1000, nprobe=4)
+    ids, sq = knn_graph(X, 10, exact_threshold=1000, approx="ivf", nprobe=4)
     assert (ids != np.arange(4000)[:, None]).all()
     assert (ids >= 0).all()
     hits = (ids[:, :, None] == exact_ids[:, None, :]).any(axis=2).mean()
@@ -287,6 +287,25 @@ def test_pool_graph_extends_small_additions_and_rebuilds_large_ones(monkeypatch)
     big = base.update(keys, X, max_new_fraction=0.1)  # 10 new of 60 > 10 %: rebuilt
     assert calls == [1]
     _same_graph(big, real_build(g.PoolGraph, keys, X, 5))
-    # at 100k rows (IVF), a rebuild compares each row with ~316 rows: 500 new rows are cheaper to rebuild
-    assert g._rebuild_candidates(100_000) == pytest.approx(3 * 100_000 / 949)
+    # at 100k rows with IVF a rebuild compares each row with ~316 rows: 500 new rows are cheaper to rebuild;
+    # an HNSW rebuild costs about an exact 6k-row search a row, so up to 3k new rows are extended instead
+    assert g._rebuild_candidates(100_000, approx="ivf") == pytest.approx(3 * 100_000 / 949)
+    assert g._rebuild_candidates(100_000) == 6_000
     assert g._rebuild_candidates(1000) == 1000
+
+
+def test_hnsw_graph_recall_and_contract():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(3000, 24)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    exact_ids, _ = knn_graph(X, 10)
+    ids, sq = knn_graph(X, 10, exact_threshold=500)  # HNSW is the default approximate path
+    assert ids.shape == (3000, 10) and (ids >= 0).all()
+    assert (ids != np.arange(3000)[:, None]).all()
+    assert (ids[:, :, None] == exact_ids[:, None, :]).any(axis=2).mean() > 0.6
+    better, _ = knn_graph(X, 10, exact_threshold=500, hnsw_m=16, ef_construction=40, ef_search=64)
+    assert (better[:, :, None] == exact_ids[:, None, :]).any(axis=2).mean() > 0.9
+    true = ((X[:, None, :] - X[ids]) ** 2).sum(axis=2)
+    assert np.allclose(sq, true, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="approx"):
+        knn_graph(X, 10, exact_threshold=500, approx="lsh")
