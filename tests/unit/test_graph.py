@@ -309,3 +309,18 @@ def test_hnsw_graph_recall_and_contract():
     assert np.allclose(sq, true, rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="approx"):
         knn_graph(X, 10, exact_threshold=500, approx="lsh")
+
+
+def test_pool_graph_smooth_is_memoised_per_input():
+    from al_backend.graph import PoolGraph
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    g = PoolGraph.build([str(i) for i in range(40)], X, 4)
+    a = g.smooth(X, 0.5)
+    assert g.smooth(X.copy(), 0.5) is a  # same content: not recomputed
+    b = g.smooth(X, 0.3)
+    assert b is not a and np.allclose(b, smooth_features(X, g.ids, 0.3))
+    X2 = X.copy()
+    X2[17] += 1.0
+    assert np.allclose(g.smooth(X2, 0.3), smooth_features(X2, g.ids, 0.3))
