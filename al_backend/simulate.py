@@ -102,6 +102,7 @@ class SimulationConfig:
     seed: int = 0
     committee_size: int = 5
     record_batches: bool = False
+    reference: str | None = None  # the spec ratios are measured against (default: "random", else the first random)
 
 
 def _check_config(cfg: SimulationConfig, n: int, n_classes: int) -> tuple[int, int, int]:
@@ -320,9 +321,17 @@ def simulate(
         "strategies": {},
     }
     summaries = {label: _summarise(curves, seed_size, budget) for label, curves in runs.items()}
-    reference = summaries.get("random") or next(
-        (s for lbl, s in summaries.items() if parse_strategy(lbl).name == "random"), None
-    )
+    if config.reference is not None:
+        if config.reference not in summaries:
+            raise InputError(f"--reference {config.reference!r} is not one of --strategies ({', '.join(summaries)})")
+        reference = summaries[config.reference]
+        result["reference"] = config.reference
+    else:
+        ref_label = "random" if "random" in summaries else next(
+            (lbl for lbl in summaries if parse_strategy(lbl).name == "random"), None
+        )
+        reference = summaries.get(ref_label) if ref_label else None
+        result["reference"] = ref_label
     for label, s in summaries.items():
         if reference is not None:
             xs = [p["labels"] for p in s["curve"]]
@@ -378,7 +387,8 @@ def _summarise(curves: list[list[dict[str, float]]], start: int, budget: int) ->
     f1 = np.array([[p["macro_f1"] for p in c] for c in curves])
     per_repeat = [metrics.aulc(xs, a, start=start, budget=budget) for a in acc]
     curve = [
-        {"labels": int(x), "accuracy": float(acc[:, i].mean()), "accuracy_std": float(acc[:, i].std()), "macro_f1": float(f1[:, i].mean())}
+        {"labels": int(x), "accuracy": float(acc[:, i].mean()), "accuracy_std": float(acc[:, i].std()),
+         "macro_f1": float(f1[:, i].mean()), "macro_f1_std": float(f1[:, i].std())}
         for i, x in enumerate(xs)
     ]
     return {
@@ -424,6 +434,7 @@ def plot_curves(result: dict[str, Any], path: str | Path, title: str = "") -> Pa
 def markdown_report(result: dict[str, Any], title: str = "Simulation") -> str:
     cfg = result["config"]
     ds = result["dataset"]
+    ref = result.get("reference") or "random"
     cold = result["cold_start"]
     lines = [
         f"# {title}",
@@ -431,13 +442,30 @@ def markdown_report(result: dict[str, Any], title: str = "Simulation") -> str:
         f"{ds['rows']} rows, {len(ds['classes'])} classes, pool {ds['pool']}, test {ds['test']}; seed {cfg['seed_size']} labels, "
         f"batches of {cfg['batch_size']} up to {cfg['budget']}, {cfg['repeats']} repeats, label noise {cfg['label_noise']}.",
         "",
-        "| strategy | AULC (± std) | final accuracy | labels to reach random's final | reduction ratio |",
+        f"| strategy | AULC (± std) | final accuracy | labels to reach {ref}'s final | reduction ratio |",
         "|---|---|---|---|---|",
     ]
     for label, s in sorted(result["strategies"].items(), key=lambda kv: -kv[1]["aulc"]):
         need = "never" if s["labels_to_reach_random_final"] is None else f"{s['labels_to_reach_random_final']:.0f}"
         ratio = "-" if s["reduction_ratio"] is None else f"{s['reduction_ratio']:.2f}"
         lines.append(f"| {label} | {s['aulc']:.4f} ± {s['aulc_std']:.4f} | {s['final_accuracy']:.4f} | {need} | {ratio} |")
+    checkpoints = [n for n in (100, 200, 500, 1000, 2000, 4000) if any(p["labels"] == n for s in result["strategies"].values() for p in s["curve"])]
+    if checkpoints:
+        lines += [
+            "",
+            "Accuracy / macro-F1 (mean ± std over repeats) at " + ", ".join(str(n) for n in checkpoints) + " labels:",
+            "",
+            "| strategy | " + " | ".join(f"{n}" for n in checkpoints) + " |",
+            "|---|" + "---|" * len(checkpoints),
+        ]
+        for label, s in sorted(result["strategies"].items(), key=lambda kv: -kv[1]["aulc"]):
+            at = {p["labels"]: p for p in s["curve"]}
+            cells = [
+                f"{at[n]['accuracy']:.3f} ± {at[n]['accuracy_std']:.3f} / {at[n]['macro_f1']:.3f} ± {at[n].get('macro_f1_std', 0.0):.3f}"
+                if n in at else "-"
+                for n in checkpoints
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Cold start at {cold['labels']} labels (2 × classes): seeded {cold['seeded_accuracy']:.3f} ± {cold['seeded_accuracy_std']:.3f}, "

@@ -62,6 +62,9 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(3, "--repeats", help="Repeats with different splits and seeds."),
         test_fraction: float = typer.Option(0.3, "--test-fraction", help="Held-out test share."),
         label_noise: float = typer.Option(0.0, "--label-noise", help="Fraction of oracle labels flipped."),
+        reference: Optional[str] = typer.Option(
+            None, "--reference", help="The strategy spec reduction ratios are measured against (default: random)."
+        ),
         seed: int = typer.Option(0, "--random-state", "--seed", help="Master random state: splits, seeds and every round's random choices."),
         model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="Embedding model (cached)."),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache folder (default .al-state/cache)."),
@@ -101,6 +104,7 @@ def register(app: typer.Typer) -> None:
                 test_fraction=test_fraction,
                 label_noise=label_noise,
                 seed=seed,
+                reference=reference,
             )
             # rounds per strategy and repeat: the seed evaluation plus one per batch
             n_test = int(round(len(texts) * test_fraction))
