@@ -2,7 +2,7 @@
 
 import re
 
-from al_backend.observability import Counters, prometheus_text
+from al_backend.observability import prometheus_text_many
 from al_backend.store import Store
 
 
@@ -23,14 +23,12 @@ def test_metrics_from_state_and_counters(tmp_path):
             c.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?)",
                           [("a", b"h1", 0, None, "x", 1, 1), ("b", b"h2", 1, None, None, 0, 1), ("c", b"h3", 1, None, None, 0, 1)])
             c.execute("INSERT INTO rounds VALUES (1, 100.0, 102.5, 'margin', 'model', 'al-v', 3, 1, 2, '{}', x'')")
-        counters = Counters()
-        counters.inc("trainings")
-        counters.inc("trainings")
-        counters.inc("errors")
-        v = parse(prometheus_text(store, counters, labels={"project": 'p"3'}))
+        stats = {"completed": 2, "failed": 1, "running": 0}
+        v = parse(prometheus_text_many([({"project": 'p"3'}, store, stats)]))
     assert v["al_backend_rounds_total"] == 1
     assert v["al_backend_last_round_timestamp_seconds"] == 102.5
     assert v["al_backend_last_round_duration_seconds"] == 2.5
     assert v["al_backend_pool_size"] == 3 and v["al_backend_labeled"] == 1
     assert v["al_backend_clusters_covered"] == 1
     assert v["al_backend_trainings_total"] == 2 and v["al_backend_errors_total"] == 1
+    assert v["al_backend_training_running"] == 0 and v["al_backend_stop_recommended"] == 0
