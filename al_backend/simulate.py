@@ -321,6 +321,7 @@ def simulate(
         "strategies": {},
     }
     summaries = {label: _summarise(curves, seed_size, budget) for label, curves in runs.items()}
+    reference: dict[str, Any] | None
     if config.reference is not None:
         if config.reference not in summaries:
             raise InputError(f"--reference {config.reference!r} is not one of --strategies ({', '.join(summaries)})")
