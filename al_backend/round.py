@@ -514,7 +514,13 @@ class Round:
             self.last_head = w.head
         with self._timed(w, "score_s"):
             if w.head is not None:
-                w.outputs = self.task.outputs(w.head, X[w.unlabeled_idx], committee=committee)
+                # one pass over the whole pool, then the unlabeled rows of the (n, C) output: no (n, d) copy
+                full = self.task.outputs(w.head, X, committee=committee)
+                w.outputs = ModelOutputs(
+                    probs=None if full.probs is None else full.probs[w.unlabeled_idx],
+                    committee=None if full.committee is None else full.committee[:, w.unlabeled_idx],
+                )
+                del full
         if w.head is None and w.phase == "model" and strategies.resolve_name(w.name) != "random":
             w.phase = "seed"  # no usable model (e.g. a class with a single example): keep seeding
 
@@ -554,9 +560,9 @@ class Round:
                 [w.pool.ids[i] for i in w.labeled_idx], labels_l, len(w.pool),
             )
             rng = np.random.default_rng(int(labeled_key[:15], 16))
-            X_u = X[w.unlabeled_idx]  # the one copy of the unlabeled rows (1.5 GB at 1M x 384)
             probs = w.outputs.probs
             if w.phase == "seed":
+                X_u = X[w.unlabeled_idx]  # seeding reads the raw unlabeled rows
                 n_clusters = w.centroids.shape[0]
                 per_cluster = (
                     np.bincount(items.cluster[w.labeled_idx], minlength=n_clusters)
@@ -575,9 +581,14 @@ class Round:
                 name = "random" if w.phase == "random" else w.name
                 F = w.F
                 assert F is not None
-                if F is not X:
-                    del X_u  # strategies see the head's features
-                    X_u = F[w.unlabeled_idx]
+                strategy = strategies.get_strategy(name)
+                if (strategy.needs_embeddings or strategy.needs_density or strategy.scorer == "egl"
+                        or callable(strategy.scorer) or cfg.strategy.outlier_quantile > 0):
+                    X_u = F[w.unlabeled_idx]  # strategies see the head's features (1.5 GB at 1M x 384)
+                else:
+                    # score-only strategies (top-k of margin, entropy, ...) never read the rows: a zero-copy
+                    # stand-in of the right shape instead of a 1.5 GB copy at 1M rows
+                    X_u = np.broadcast_to(np.zeros((1, F.shape[1]), np.float32), (w.unlabeled_idx.size, F.shape[1]))
                 ctx = strategies.SelectionContext(
                     X=X_u,
                     probs=probs,
@@ -702,7 +713,7 @@ class Round:
         stored = self.store.get_meta("stop_set")
         if stored:
             ids = json.loads(stored)
-            index = {tid: i for i, tid in enumerate(pool.ids)}
+            index = dict(zip(pool.ids, range(len(pool))))
             if all(tid in index for tid in ids):
                 return np.asarray([index[tid] for tid in ids], dtype=np.int64)
         rows = stopping.stop_set(pool.ids, min(self.config.stopping.stop_set_size, len(pool)), self.random_state)
