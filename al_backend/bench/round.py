@@ -47,8 +47,9 @@ def _timed(into: dict[str, float], key: str, fn: Callable[..., Any]) -> Callable
 
 def bench_round(
     pool_size: int, dim: int = 384, batch_size: int = 1000, labeled: int = 300, classes: int = 5,
-    strategy: str = "default", rounds: int = 2, seed: int = 0,
+    strategy: str = "default", rounds: int = 2, seed: int = 0, smoothing: float | None = None,
 ) -> dict[str, Any]:
+    """smoothing: [head] smoothing for the rounds (None: the product default; 0: the plain head)."""
     from ..config import load_config
     from ..head import Head
     from ..round import Round
@@ -57,6 +58,7 @@ def bench_round(
     pool = synthetic_pool(pool_size, dim, labeled, classes, seed)
     cfg = load_config(None, env={}, overrides={
         "strategy.batch_size": batch_size, "strategy.name": strategy, "seeding.min_cluster_coverage": 0.0,
+        **({} if smoothing is None else {"head.smoothing": smoothing}),
     })
     results = []
     with tempfile.TemporaryDirectory(prefix="al-bench-") as tmp:

@@ -176,18 +176,24 @@ def round_cmd(
     classes: int = typer.Option(5, "--classes", min=2, help="Classes among the labeled tasks."),
     strategy: str = typer.Option("default", "--strategy", help="Strategy to run (margin_density adds kNN density)."),
     rounds: int = typer.Option(2, "--rounds", min=1, help="Rounds to run; the last is the steady state."),
+    compare_plain: bool = typer.Option(
+        False, "--compare-plain", help="Also run the same rounds with the plain head ([head] smoothing = 0, the "
+        "earlier default) and print both, measured in one run."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Whole prioritisation rounds from cached vectors (validate, cluster, fit, score, select, record the state),
     next to one scoring pass of the head over the pool measured in the same run.
 
-    Example:  al-backend bench round --pool-size 1000000 --batch-size 1000
+    Examples:  al-backend bench round --pool-size 1000000 --batch-size 1000
+
+               al-backend bench round --pool-size 100000 --labeled 1000 --batch-size 50 --compare-plain
     """
     from ..bench.round import bench_round
 
     result = bench_round(pool_size, dim, batch_size, labeled, classes, strategy, rounds)
+    plain = bench_round(pool_size, dim, batch_size, labeled, classes, strategy, rounds, smoothing=0.0) if compare_plain else None
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps(result if plain is None else {"default": result, "plain_head": plain}))
         return
     table = Table(title=f"engine rounds: {pool_size:,} x {dim}, batch {batch_size}, {result['strategy']}")
     steps = ("validate_s", "embed_s", "items_s", "clusters_s", "density_s", "head_s", "score_s", "select_s",
@@ -205,3 +211,11 @@ def round_cmd(
         f"reference, one scoring pass of the head over the pool: {result['reference_scoring_pass_s']:.2f} s; "
         f"steady round = {result['steady_round_vs_reference']:.1f}x that; peak memory {result['peak_rss_mb']:.0f} MB"
     )
+    if plain is not None:
+        out.print(
+            "plain head (the earlier default), same pool: rounds "
+            + ", ".join(f"{r['seconds']:.2f} s" for r in plain["rounds"])
+            + "; the default's rounds: " + ", ".join(f"{r['seconds']:.2f} s" for r in result["rounds"])
+            + f" ({result['rounds'][0]['seconds'] / max(plain['rounds'][0]['seconds'], 1e-9):.1f}x first, "
+            f"{result['rounds'][-1]['seconds'] / max(plain['rounds'][-1]['seconds'], 1e-9):.1f}x steady)"
+        )
