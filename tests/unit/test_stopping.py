@@ -327,7 +327,7 @@ def test_parse_criterion():
     default = parse_criterion("default")
     assert isinstance(default, AnyOf)
     assert default.criteria == (
-        ClassificationChange(tolerance=0.0, window=1), StabilizingPredictions(threshold=0.99, window=3), Budget()
+        ClassificationChange(tolerance=0.0, window=3), StabilizingPredictions(threshold=0.99, window=3), Budget()
     )
     assert parse_criterion(stopping.DEFAULT_SPEC).criteria == default.criteria
     assert parse_criterion("budget") == Budget()
