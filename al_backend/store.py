@@ -337,17 +337,6 @@ class Store:
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # ---------------------------------------------------------------- embedding cache
-    def get_embeddings(self, model: str, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-        """Cached vectors for the given text hashes (missing ones absent from the result). For a few vectors;
-        a pool reads its vectors with `fill_embeddings`, into one array."""
-        wanted = set(hashes)
-        return {
-            h: np.frombuffer(blob, dtype="<f4")
-            for rows in self._cached_rows(model, list(dict.fromkeys(hashes)))
-            for h, blob in rows
-            if h in wanted
-        }
-
     def embedding_dim(self, model: str) -> int | None:
         """Dimension of the model's cached vectors, None when nothing is cached for it."""
         row = self.conn.execute("SELECT length(vector) FROM embeddings WHERE model=? LIMIT 1", (model,)).fetchone()
@@ -369,16 +358,16 @@ class Store:
         width = out.shape[1] * 4
         for rows in self._cached_rows(model, unique):
             for h, blob in rows:
-                i = first.get(h)
-                if i is None:
+                row = first.get(h)
+                if row is None:
                     continue  # a full scan also meets vectors of texts not in this pool
                 if len(blob) != width:
                     raise StateError(
                         f"{self.path}: cached vectors of model {model!r} have {len(blob) // 4} dimensions, "
                         f"expected {out.shape[1]}"
                     )
-                out[i] = np.frombuffer(blob, dtype="<f4")
-                found[i] = True
+                out[row] = np.frombuffer(blob, dtype="<f4")
+                found[row] = True
         for i, j in repeats:
             if found[j]:
                 out[i] = out[j]
@@ -556,23 +545,18 @@ class Store:
             "SELECT round_id, started_at, finished_at, strategy, phase, model_version, pool_size, labeled,"
             " batch_size, metrics FROM rounds ORDER BY round_id DESC LIMIT 1"
         ).fetchone()
-        return None if row is None else RoundRecord(*row[:9], metrics=json.loads(row[9]))
+        return None if row is None else _round_record(row)
 
     def rounds(self) -> list[RoundRecord]:
         rows = self.conn.execute(
             "SELECT round_id, started_at, finished_at, strategy, phase, model_version, pool_size, labeled,"
             " batch_size, metrics FROM rounds ORDER BY round_id"
         ).fetchall()
-        return [RoundRecord(*r[:9], metrics=json.loads(r[9])) for r in rows]
+        return [_round_record(r) for r in rows]
 
     def next_round_id(self) -> int:
         row = self.conn.execute("SELECT MAX(round_id) FROM rounds").fetchone()
         return (row[0] or 0) + 1
-
-    def round_ranking(self, round_id: int) -> tuple[list[str], np.ndarray]:
-        """The full ranking a round produced: ids best first and their priorities."""
-        r = self.load_ranking(round_id)
-        return r.ids, r.priority
 
     def load_ranking(self, round_id: int):
         """The Ranking a round recorded, with what a push needs (ids, priorities, predictions, clusters)."""
@@ -597,13 +581,6 @@ class Store:
             strategy=row[1],
             classes=d["classes"],
         )
-
-    def selections(self, round_id: int) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT position, item_id, priority, components FROM selections WHERE round_id=? ORDER BY position",
-            (round_id,),
-        )
-        return [{"position": p, "id": i, "priority": pr, **json.loads(c)} for p, i, pr, c in rows]
 
     @staticmethod
     def encode_ranking(ranking) -> bytes:
@@ -885,6 +862,13 @@ def move_aside(path: str | Path) -> Path | None:
 
     logging.getLogger(__name__).warning("--reset-state: moved %s aside to %s; starting a fresh state", path, target)
     return target
+
+
+def _round_record(row: Sequence[Any]) -> RoundRecord:
+    return RoundRecord(
+        round_id=row[0], started_at=row[1], finished_at=row[2], strategy=row[3], phase=row[4], model_version=row[5],
+        pool_size=row[6], labeled=row[7], batch_size=row[8], metrics=json.loads(row[9]),
+    )
 
 
 def _foreign_message(path: Path, why: str) -> str:

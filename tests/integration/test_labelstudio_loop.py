@@ -106,7 +106,7 @@ def served_order_checks(label_studio, project: int, result: dict, state: Path) -
     assert proj["sampling"] == "Uncertainty sampling"
     assert proj["model_version"] == result["model_version"]
     with Store.open(state, create=False) as store:
-        ranked, _ = store.round_ranking(result["round"])
+        ranked = store.load_ranking(result["round"]).ids
     ranked = [str(i) for i in ranked]
     assert ranked[: len(result["batch"])] == [str(i) for i in result["batch"]]
     c = LabelStudioConnector(label_studio.url, label_studio.legacy_token, project)

@@ -25,10 +25,11 @@ def test_embedding_cache_roundtrip(tmp_path):
     with Store.open(tmp_path / "s.sqlite") as s:
         v = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
         s.put_embeddings("m", [b"a" * 16, b"b" * 16, b"c" * 16], v)
-        got = s.get_embeddings("m", [b"c" * 16, b"a" * 16, b"z" * 16])
-        assert set(got) == {b"a" * 16, b"c" * 16}
-        assert np.array_equal(got[b"c" * 16], v[2]) and np.array_equal(got[b"a" * 16], v[0])
-        assert s.get_embeddings("other-model", [b"a" * 16]) == {}
+        out = np.zeros((3, 4), np.float32)
+        found = s.fill_embeddings("m", [b"c" * 16, b"a" * 16, b"z" * 16], out)
+        assert found.tolist() == [True, True, False]
+        assert np.array_equal(out[0], v[2]) and np.array_equal(out[1], v[0]) and not out[2].any()
+        assert not s.fill_embeddings("other-model", [b"a" * 16], np.zeros((1, 4), np.float32)).any()
 
 
 def test_transaction_rolls_back_on_crash(tmp_path):
@@ -114,10 +115,10 @@ def test_embedding_cache_returns_identical_vectors(tmp_path_factory, texts, seed
     with Store.open(path) as s:
         s.put_embeddings("model-a", hashes, vectors)
     with Store.open(path) as s:  # a later process reads what an earlier one wrote
-        got = s.get_embeddings("model-a", list(reversed(hashes)))
-    assert len(got) == len(texts)
-    for h, v in zip(hashes, vectors):
-        assert got[h].tobytes() == v.tobytes()
+        out = np.zeros_like(vectors)
+        found = s.fill_embeddings("model-a", list(reversed(hashes)), out)
+    assert found.all()
+    assert out[::-1].tobytes() == vectors.tobytes()
 
 
 @settings(max_examples=30, deadline=None)
