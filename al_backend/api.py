@@ -194,7 +194,13 @@ class ActiveLearner:
         return np.flatnonzero(np.fromiter((lab is not None for lab in self._labels), bool, count=len(self._labels)))
 
     def _pool(self) -> Pool:
-        return Pool(ids=self._ids, texts=self._ids, labels=list(self._labels), vectors=self.embeddings, source="ActiveLearner pool")
+        return Pool(
+            ids=self._ids,
+            texts=self._ids,
+            labels=list(self._labels),
+            vectors=self.embeddings,
+            source="ActiveLearner pool",
+        )
 
     # ------------------------------------------------------------------ the round
     def query(self, n: int) -> np.ndarray:
@@ -209,9 +215,7 @@ class ActiveLearner:
 
     def _head(self) -> Any:
         rows = self.labeled_indices
-        head, _ = self._round.fit(
-            self.embeddings[rows], [self._ids[i] for i in rows], [self._labels[i] for i in rows]
-        )
+        head, _ = self._round.fit(self.embeddings[rows], [self._ids[i] for i in rows], [self._labels[i] for i in rows])
         return head
 
     @property
@@ -252,7 +256,11 @@ class ActiveLearner:
             ranking = self._round.run(self._pool(), batch_size=1, dry_run=True)
         except EmptyPoolError:
             return StopDecision(True, "pool_exhausted", "every row of the pool is labeled", {})
-        return StopDecision(**ranking.stopping) if ranking.stopping else StopDecision(False, self.stopping, "no evidence yet", {})
+        return (
+            StopDecision(**ranking.stopping)
+            if ranking.stopping
+            else StopDecision(False, self.stopping, "no evidence yet", {})
+        )
 
 
 def _parse_stopping(spec: str):

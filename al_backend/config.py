@@ -215,7 +215,9 @@ def _coerce(value: Any, typ: Any, where: str, secret: bool = False) -> Any:
             raise ValueError
     except (TypeError, ValueError):
         if secret:
-            raise ConfigError(f"{where}: expected {typ_name}, got a {type(value).__name__} (value not shown: it is a secret)") from None
+            raise ConfigError(
+                f"{where}: expected {typ_name}, got a {type(value).__name__} (value not shown: it is a secret)"
+            ) from None
         raise ConfigError(f"{where}: expected {typ_name}, got {redact_text(repr(value))}") from None
     return value
 

@@ -103,7 +103,9 @@ def load_tweets(n: int | None = None, seed: int = 0, min_confidence: float = 0.0
     return _subsample(texts, labels, n, seed)
 
 
-def load_jsonl(path: str | os.PathLike, text_key: str = "text", label_key: str = "label") -> tuple[list[str], list[str]]:
+def load_jsonl(
+    path: str | os.PathLike, text_key: str = "text", label_key: str = "label"
+) -> tuple[list[str], list[str]]:
     """A labeled JSONL file (one object a line with text and label) as (texts, labels)."""
     texts: list[str] = []
     labels: list[str] = []

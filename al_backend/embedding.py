@@ -181,7 +181,10 @@ class Embedder:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         with Progress(
-            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
             transient=True,
         ) as bar:
             task = bar.add_task(f"embedding with {self.model_name}", total=len(texts))

@@ -135,9 +135,7 @@ class Head:
     def _new_model(self, C: float, warm: bool = False, max_iter: int = 300):
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(
-            C=C, class_weight=self.class_weight, max_iter=max_iter, tol=1e-4, warm_start=warm
-        )
+        return LogisticRegression(C=C, class_weight=self.class_weight, max_iter=max_iter, tol=1e-4, warm_start=warm)
 
     def _full_params(self, model: Any) -> tuple[np.ndarray, np.ndarray]:
         """Expand a fitted sklearn model (over the classes it saw) to all of classes_: (d, C), (C,)."""
@@ -166,7 +164,9 @@ class Head:
             folds[rows] = (np.arange(len(rows)) + rng.integers(CV_FOLDS)) % CV_FOLDS
         return folds
 
-    def _choose_C(self, X: np.ndarray, yi: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray | None, np.ndarray]:
+    def _choose_C(
+        self, X: np.ndarray, yi: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray | None, np.ndarray]:
         """Pick C by held-out log loss; returns the out-of-fold logits (n_oof, C) of the chosen C and their labels."""
         if len(yi) < MIN_LABELS_FOR_CV:
             return None, yi[:0]
@@ -236,10 +236,14 @@ class Head:
         """(m, n, C) float64: the bootstrap committee's probabilities (m = committee_size, at least 1)."""
         X = self._check_X(X)
         if not self.is_fitted:
-            return np.broadcast_to(self._fallback(X.shape[0]), (max(self.committee_size, 1), X.shape[0], self._n_cols())).copy()
+            return np.broadcast_to(
+                self._fallback(X.shape[0]), (max(self.committee_size, 1), X.shape[0], self._n_cols())
+            ).copy()
         if self.committee_coef_ is None or self.committee_intercept_ is None:  # set together
             return self.predict_proba(X)[None]
-        return np.stack([_softmax(X @ W + b, self.temperature_) for W, b in zip(self.committee_coef_, self.committee_intercept_)])
+        return np.stack(
+            [_softmax(X @ W + b, self.temperature_) for W, b in zip(self.committee_coef_, self.committee_intercept_)]
+        )
 
     def predict(self, X: np.ndarray) -> list[str | None]:
         """The most probable class per row (None when nothing is fitted)."""
@@ -304,7 +308,9 @@ class Head:
     def from_state_dict(cls, d: dict[str, Any]) -> Head:
         """Rebuild a head saved by `state_dict`; predictions are bit-identical."""
         if not isinstance(d, dict) or d.get("format") != STATE_FORMAT:
-            raise InputError(f"Head.from_state_dict: not a head state (format {d.get('format') if isinstance(d, dict) else None!r})")
+            raise InputError(
+                f"Head.from_state_dict: not a head state (format {d.get('format') if isinstance(d, dict) else None!r})"
+            )
         head = cls(
             d["classes"],
             class_weight=d.get("class_weight", "balanced"),
@@ -329,7 +335,9 @@ class Head:
             if coef is None or intercept is None:
                 raise InputError("Head.from_state_dict: a fitted head needs 'coef' and 'intercept'")
             if coef.shape[1] != len(head.classes_):
-                raise InputError(f"Head.from_state_dict: coef has {coef.shape[1]} columns for {len(head.classes_)} classes")
+                raise InputError(
+                    f"Head.from_state_dict: coef has {coef.shape[1]} columns for {len(head.classes_)} classes"
+                )
         return head
 
     def summary(self) -> dict[str, Any]:
@@ -377,7 +385,9 @@ def _fit_temperature(logits: np.ndarray, yi: np.ndarray) -> float:
     """The T in [0.01, 20] that minimises held-out log loss of softmax(logits / T) (bounded 1-d search)."""
     from scipy.optimize import minimize_scalar
 
-    res = minimize_scalar(lambda t: _nll(logits, yi, math.exp(t)), bounds=(math.log(0.01), math.log(20.0)), method="bounded")
+    res = minimize_scalar(
+        lambda t: _nll(logits, yi, math.exp(t)), bounds=(math.log(0.01), math.log(20.0)), method="bounded"
+    )
     t = float(math.exp(res.x))
     # keep T = 1 unless the fitted T is really better (flat objective -> no change, fewer surprises)
     return t if _nll(logits, yi, t) < _nll(logits, yi, 1.0) - 1e-6 else 1.0

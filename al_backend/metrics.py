@@ -22,7 +22,9 @@ def _curve(labels: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray
     return x, y
 
 
-def aulc(labels: Sequence[float], accuracy: Sequence[float], start: float | None = None, budget: float | None = None) -> float:
+def aulc(
+    labels: Sequence[float], accuracy: Sequence[float], start: float | None = None, budget: float | None = None
+) -> float:
     """Area under the accuracy curve over [start, budget], divided by (budget - start): in [0, 1].
 
     Trapezoids between measured points; before the first point the first accuracy holds, after the last

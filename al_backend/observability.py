@@ -61,10 +61,18 @@ def prometheus_text_many(projects: list[tuple[dict[str, str], Store | None, dict
             s = store.summary()
             last = s["last_round"]
             add("rounds_total", *HELP["rounds"], labels, s["rounds"])
-            add("last_round_timestamp_seconds", *HELP["last_round_timestamp_seconds"], labels,
-                last["finished_at"] if last else 0)
-            add("last_round_duration_seconds", *HELP["last_round_duration_seconds"], labels,
-                last["duration_s"] if last else 0)
+            add(
+                "last_round_timestamp_seconds",
+                *HELP["last_round_timestamp_seconds"],
+                labels,
+                last["finished_at"] if last else 0,
+            )
+            add(
+                "last_round_duration_seconds",
+                *HELP["last_round_duration_seconds"],
+                labels,
+                last["duration_s"] if last else 0,
+            )
             add("pool_size", *HELP["pool_size"], labels, s["pool_size"])
             add("labeled", *HELP["labeled"], labels, s["labeled"])
             add("clusters_covered", *HELP["clusters_covered"], labels, s["clusters_covered"])

@@ -52,7 +52,9 @@ def check_writable(path: str | Path, what: str) -> None:
     """`what` ("output", "state file", "lock file") at `path` can be created or replaced."""
     p = Path(path)
     if p.is_dir():
-        raise WriteError(f"{what} {p} is a directory; pass a file path such as {p / ('ranked.jsonl' if what == 'output' else 'project.sqlite')}")
+        raise WriteError(
+            f"{what} {p} is a directory; pass a file path such as {p / ('ranked.jsonl' if what == 'output' else 'project.sqlite')}"
+        )
     anc = _existing_ancestor(p)
     if not anc.is_dir():
         raise WriteError(
@@ -60,12 +62,16 @@ def check_writable(path: str | Path, what: str) -> None:
         )
     if p.exists():
         if not os.access(p, os.W_OK):
-            raise WriteError(f"cannot write {what} {p}: the file is read-only; fix its permissions or choose another path")
+            raise WriteError(
+                f"cannot write {what} {p}: the file is read-only; fix its permissions or choose another path"
+            )
         if what == "output":
             _probe_dir(p.parent, what, p)  # replaced by rename: the directory must take a new file
         elif not os.access(p.parent, os.W_OK | os.X_OK):
-            raise WriteError(f"cannot write {what} {p}: directory {p.parent} is not writable (SQLite keeps "
-                             f"its -wal and -shm files next to it)")
+            raise WriteError(
+                f"cannot write {what} {p}: directory {p.parent} is not writable (SQLite keeps "
+                f"its -wal and -shm files next to it)"
+            )
         return
     _probe_dir(anc, what, p)
 
@@ -112,8 +118,11 @@ def check_round(cfg, source: str, *, dry_run: bool = False) -> None:
     if source == "file":
         f = cfg.file
         inputs: list[tuple[str, Path]] = []
-        for flag, value, what in (("--input", f.input, "input file"), ("--labels", f.labels, "labels file"),
-                                  ("--vectors", f.vectors, "vectors file")):
+        for flag, value, what in (
+            ("--input", f.input, "input file"),
+            ("--labels", f.labels, "labels file"),
+            ("--vectors", f.vectors, "vectors file"),
+        ):
             if value:
                 check_readable_file(value, what)
                 inputs.append((flag, Path(value)))

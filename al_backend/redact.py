@@ -123,7 +123,9 @@ _FILTER = RedactingFilter()
 
 def install_logging_filter(*loggers: str) -> None:
     """Attach the filter to every handler of the root logger and of the named loggers (idempotent)."""
-    targets = [logging.getLogger()] + [logging.getLogger(n) for n in loggers or ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    targets = [logging.getLogger()] + [
+        logging.getLogger(n) for n in loggers or ("uvicorn", "uvicorn.error", "uvicorn.access")
+    ]
     for lg in targets:
         for h in lg.handlers:
             if _FILTER not in h.filters:

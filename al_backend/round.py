@@ -214,7 +214,9 @@ class Round:
 
         return timer()
 
-    def _start(self, pool: Pool, batch_size: int | None, strategy: str | None, label_set: Sequence[str] | None) -> _Work:
+    def _start(
+        self, pool: Pool, batch_size: int | None, strategy: str | None, label_set: Sequence[str] | None
+    ) -> _Work:
         cfg = self.config
         pool.validate()
         self.task.check_labels(pool.ids, pool.labels, label_set, pool.source)
@@ -300,13 +302,16 @@ class Round:
             label_before = take(stored.label, -1, np.int32)
             # texts: a block whose digest is the stored one keeps its rows' hashes; the others are hashed per row
             if (
-                aligned and stored.text_blocks is not None and stored.block_rows == TEXT_BLOCK_ROWS
+                aligned
+                and stored.text_blocks is not None
+                and stored.block_rows == TEXT_BLOCK_ROWS
                 and stored.text_blocks.shape == blocks.shape
             ):
                 stale = np.flatnonzero((stored.text_blocks != blocks).any(axis=1))
                 rehash = (
                     np.concatenate([np.arange(b * TEXT_BLOCK_ROWS, min((b + 1) * TEXT_BLOCK_ROWS, n)) for b in stale])
-                    if stale.size else np.zeros(0, dtype=np.int64)
+                    if stale.size
+                    else np.zeros(0, dtype=np.int64)
                 )
             else:
                 rehash = np.arange(n)
@@ -337,8 +342,17 @@ class Round:
                 "seeded": seeded,
             }
         w.items = _Items(
-            hashes=hashes, fresh=fresh, cluster=cluster, density=density, before=before, gone=gone,
-            label=label_now, label_vocab=vocab, ids_digest=ids_digest, text_blocks=blocks, aligned=aligned,
+            hashes=hashes,
+            fresh=fresh,
+            cluster=cluster,
+            density=density,
+            before=before,
+            gone=gone,
+            label=label_now,
+            label_vocab=vocab,
+            ids_digest=ids_digest,
+            text_blocks=blocks,
+            aligned=aligned,
             stored_text_blocks=stored.text_blocks if aligned else None,
         )
 
@@ -489,9 +503,17 @@ class Round:
     def _head_key(self, labeled_ids: Sequence[str], labels: Sequence[Any], committee: bool, label_set) -> str:
         cfg = self.config
         return fingerprint(
-            self.task.name, list(label_set or []), list(labeled_ids), list(labels), cfg.head.class_weight,
-            cfg.head.calibrate, cfg.head.committee_size if committee else 0, self.random_state,
-            cfg.head.smoothing, cfg.head.smoothing_k, self._graph_version if cfg.head.smoothing else None,
+            self.task.name,
+            list(label_set or []),
+            list(labeled_ids),
+            list(labels),
+            cfg.head.class_weight,
+            cfg.head.calibrate,
+            cfg.head.committee_size if committee else 0,
+            self.random_state,
+            cfg.head.smoothing,
+            cfg.head.smoothing_k,
+            self._graph_version if cfg.head.smoothing else None,
         )
 
     def _fit_head(self, w: _Work) -> None:
@@ -556,8 +578,12 @@ class Round:
             labels_l = [w.pool.labels[i] for i in w.labeled_idx]
             # seed batches do not depend on the strategy asked for: every strategy starts from the same seeds
             labeled_key = fingerprint(
-                self.random_state, SEED_STRATEGY if w.phase == "seed" else w.name, w.k,
-                [w.pool.ids[i] for i in w.labeled_idx], labels_l, len(w.pool),
+                self.random_state,
+                SEED_STRATEGY if w.phase == "seed" else w.name,
+                w.k,
+                [w.pool.ids[i] for i in w.labeled_idx],
+                labels_l,
+                len(w.pool),
             )
             rng = np.random.default_rng(int(labeled_key[:15], 16))
             probs = w.outputs.probs
@@ -582,8 +608,13 @@ class Round:
                 F = w.F
                 assert F is not None
                 strategy = strategies.get_strategy(name)
-                if (strategy.needs_embeddings or strategy.needs_density or strategy.scorer == "egl"
-                        or callable(strategy.scorer) or cfg.strategy.outlier_quantile > 0):
+                if (
+                    strategy.needs_embeddings
+                    or strategy.needs_density
+                    or strategy.scorer == "egl"
+                    or callable(strategy.scorer)
+                    or cfg.strategy.outlier_quantile > 0
+                ):
                     X_u = F[w.unlabeled_idx]  # strategies see the head's features (1.5 GB at 1M x 384)
                 else:
                     # score-only strategies (top-k of margin, entropy, ...) never read the rows: a zero-copy
@@ -682,8 +713,12 @@ class Round:
                         if prev is not None:
                             prev_pred, prev_classes = prev.argmax(axis=1), list(previous.classes_)
                 evidence = stopping.round_evidence(
-                    int(w.labeled_idx.size), list(head.classes_), w.outputs.probs, stop_proba=stop_proba,
-                    prev_pred_unlabeled=prev_pred, prev_classes=prev_classes,
+                    int(w.labeled_idx.size),
+                    list(head.classes_),
+                    w.outputs.probs,
+                    stop_proba=stop_proba,
+                    prev_pred_unlabeled=prev_pred,
+                    prev_classes=prev_classes,
                     cv_accuracy=getattr(head, "cv_accuracy_", None),
                 )
                 if w.head_reused:
@@ -736,8 +771,12 @@ class Round:
         nan_now, nan_before = np.isnan(items.density), np.isnan(before["density"])
         density_changed = (nan_now != nan_before) | (~nan_now & ~nan_before & (items.density != before["density"]))
         changed = (
-            ~before["known"] | items.fresh | ~before["label_same"] | (items.cluster != before["cluster"])
-            | (now_seeded != before["seeded"]) | density_changed
+            ~before["known"]
+            | items.fresh
+            | ~before["label_same"]
+            | (items.cluster != before["cluster"])
+            | (now_seeded != before["seeded"])
+            | density_changed
         )
         changed_rows = np.flatnonzero(changed)
         rows = changed_rows.tolist()  # a loop over changed rows only: none in a steady round
@@ -746,8 +785,15 @@ class Round:
         density_col = [None if math.isnan(x) else x for x in density_rows.tolist()]
         cluster_col, seeded_col = items.cluster[changed_rows].tolist(), now_seeded[changed_rows].tolist()
         item_rows = [
-            (pool.ids[i], hash_blob[16 * j : 16 * j + 16], cluster_col[j], density_col[j], pool.labels[i],
-             seeded_col[j], ranking.round_id)
+            (
+                pool.ids[i],
+                hash_blob[16 * j : 16 * j + 16],
+                cluster_col[j],
+                density_col[j],
+                pool.labels[i],
+                seeded_col[j],
+                ranking.round_id,
+            )
             for j, i in enumerate(rows)
         ]
         disagreements = []
@@ -757,8 +803,12 @@ class Round:
                 disagreements.append((pool.ids[i], list(dis), pool.labels[i]))
         # the item columns: only those that changed are written (none in a steady round)
         columns = {
-            "hash": items.hashes, "cluster": items.cluster, "density": items.density, "seeded": now_seeded,
-            "label": items.label, "text_blocks": items.text_blocks,
+            "hash": items.hashes,
+            "cluster": items.cluster,
+            "density": items.density,
+            "seeded": now_seeded,
+            "label": items.label,
+            "text_blocks": items.text_blocks,
         }
         if items.aligned:
             differs = {
@@ -767,15 +817,20 @@ class Round:
                 "density": bool(density_changed.any()),
                 "seeded": not np.array_equal(now_seeded, before["seeded"]),
                 "label": not bool(before["label_same"].all()),
-                "text_blocks": items.stored_text_blocks is None or items.text_blocks is None
+                "text_blocks": items.stored_text_blocks is None
+                or items.text_blocks is None
                 or not np.array_equal(items.text_blocks, items.stored_text_blocks),
             }
             changed_cols = {name for name, differ in differs.items() if differ}
         else:
             changed_cols = set(columns)
         item_columns = ItemColumnsWrite(
-            n=len(pool), ids_digest=items.ids_digest, columns=columns, changed=changed_cols,
-            label_vocab=items.label_vocab, ids=None if items.aligned else list(pool.ids),
+            n=len(pool),
+            ids_digest=items.ids_digest,
+            columns=columns,
+            changed=changed_cols,
+            label_vocab=items.label_vocab,
+            ids=None if items.aligned else list(pool.ids),
         )
         model = None
         meta = {"vector_dim": str(w.X.shape[1])}
@@ -901,7 +956,11 @@ def run_project_round(
             ranking = round_.run(pool, dry_run=dry_run, label_set=connector.label_set())
             pushed, details = 0, {}
             if not dry_run:
-                if resumed is not None and resumed.model_version == ranking.model_version and resumed.ids == ranking.ids:
+                if (
+                    resumed is not None
+                    and resumed.model_version == ranking.model_version
+                    and resumed.ids == ranking.ids
+                ):
                     # the interrupted push just completed is this very ranking: pushing it again would duplicate it
                     store.set_push_progress(ranking.round_id, target, 1, 1)
                     pushed = len(ranking)
@@ -913,7 +972,12 @@ def run_project_round(
             record = None if dry_run else store.last_round()
     log.info(
         "round %d done: %d ranked, batch %d, strategy %s, pushed %d to %s",
-        ranking.round_id, len(ranking), ranking.batch_size, ranking.strategy, pushed, target,
+        ranking.round_id,
+        len(ranking),
+        ranking.batch_size,
+        ranking.strategy,
+        pushed,
+        target,
     )
     text_of = dict(zip(pool.ids, pool.texts))
     return {

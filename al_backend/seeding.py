@@ -134,7 +134,9 @@ def seed_batch(
     X = _as_f32(X, "seed_batch")
     assignments = np.asarray(assignments, dtype=np.int64)
     if assignments.shape != (X.shape[0],):
-        raise InputError(f"seed_batch: {assignments.shape[0] if assignments.ndim else 0} assignments for {X.shape[0]} rows")
+        raise InputError(
+            f"seed_batch: {assignments.shape[0] if assignments.ndim else 0} assignments for {X.shape[0]} rows"
+        )
     if not 0.0 <= typical_fraction <= 1.0:
         raise InputError(f"seed_batch: typical_fraction must be in [0, 1], got {typical_fraction}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)

@@ -453,9 +453,7 @@ def _cluster_round_robin(X: np.ndarray, scores: np.ndarray, k: int, seed: int) -
     return order[pick_order][:k].astype(np.int64)
 
 
-def epsilon_greedy(
-    selected: np.ndarray, n: int, k: int, epsilon: float, rng: np.random.Generator
-) -> np.ndarray:
+def epsilon_greedy(selected: np.ndarray, n: int, k: int, epsilon: float, rng: np.random.Generator) -> np.ndarray:
     """Exploration: replace ceil(epsilon * k) slots of the batch by uniformly random other rows.
 
     selected: the strategy's picks in order (the first k are the batch); n: pool size. The slots to

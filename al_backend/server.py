@@ -43,8 +43,9 @@ from .redact import redact, redact_obj
 
 log = logging.getLogger("al_backend.server")
 
-TRAIN_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING",
-                           "ANNOTATIONS_CREATED"})
+TRAIN_ACTIONS = frozenset(
+    {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING", "ANNOTATIONS_CREATED"}
+)
 DEFAULT_STATE = Config().state.path
 ML_BACKEND = "labelstudio"  # the tool whose ML-backend protocol this server speaks (connectors.make_ml_backend)
 
@@ -267,7 +268,12 @@ class Backend:
             # The engine lock is held around the work on the state, not around the pull: a project that
             # "retrieves predictions automatically" makes Label Studio call our /predict while it lists tasks.
             summary = run_project_round(
-                cfg, connector, round_=round_, wait=self.lock_wait, progress=False, guard=lambda: self._lock,
+                cfg,
+                connector,
+                round_=round_,
+                wait=self.lock_wait,
+                progress=False,
+                guard=lambda: self._lock,
                 on_ranking=lambda ranking: self._versions.__setitem__(project, ranking.model_version),
             )
         except EmptyPoolError as e:
@@ -279,13 +285,32 @@ class Backend:
                 close()
         result = {
             key: summary[key]
-            for key in ("round", "model_version", "strategy", "pool_size", "labeled", "ranked", "batch", "pushed",
-                        "push", "pull_s", "stopping")
+            for key in (
+                "round",
+                "model_version",
+                "strategy",
+                "pool_size",
+                "labeled",
+                "ranked",
+                "batch",
+                "pushed",
+                "push",
+                "pull_s",
+                "stopping",
+            )
         }
         result["first"] = summary["ranking"].ids[0] if summary["ranking"].ids else None
         result["seconds"] = round(summary["seconds"], 3)
-        log.info("project %s: round %s (%s) ranked %d, pushed %d, version %s in %.1f s", project, result["round"],
-                 result["strategy"], result["ranked"], result["pushed"], result["model_version"], result["seconds"])
+        log.info(
+            "project %s: round %s (%s) ranked %d, pushed %d, version %s in %.1f s",
+            project,
+            result["round"],
+            result["strategy"],
+            result["ranked"],
+            result["pushed"],
+            result["model_version"],
+            result["seconds"],
+        )
         return result
 
     def predict(self, project: int, schema: Any, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -383,8 +408,14 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
         finally:
             backend.scheduler.stop()
 
-    app = FastAPI(title="al-backend", description="Active-learning ML backend for Label Studio", docs_url=None,
-                  redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="al-backend",
+        description="Active-learning ML backend for Label Studio",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
     app.state.backend = backend
 
     @app.middleware("http")
@@ -419,8 +450,10 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
             schema = backend.adapter.setup_schema(body)
         except UnsupportedSchema as e:
             log.warning("setup for project %s refused: %s", project, e)
-            return JSONResponse({"detail": f"al-backend cannot learn from this project: {e}",
-                                 "error": type(e).__name__}, status_code=400)
+            return JSONResponse(
+                {"detail": f"al-backend cannot learn from this project: {e}", "error": type(e).__name__},
+                status_code=400,
+            )
         if project is None:
             return JSONResponse({"detail": "setup without a project id"}, status_code=400)
         first = backend.remember_setup(project, body)
@@ -454,8 +487,11 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
             project = parse_project(body["task"].get("project"))
         if not request.state.authorized and (project is None or not backend.knows(project)):
             headers = {"WWW-Authenticate": 'Basic realm="al-backend"'} if auth.basic_user else {}
-            return JSONResponse({"detail": "authentication required for a project this backend does not serve"},
-                                status_code=401, headers=headers)
+            return JSONResponse(
+                {"detail": "authentication required for a project this backend does not serve"},
+                status_code=401,
+                headers=headers,
+            )
         if action not in TRAIN_ACTIONS or project is None:
             return {"status": "ignored", "action": action}
         new = backend.scheduler.request(project)
@@ -474,8 +510,13 @@ def create_app(config: Config, engine_factory=None, connector_factory=None, *, s
 
     @app.get("/status")
     async def status() -> dict[str, Any]:
-        return redact_obj({"projects": backend.scheduler.stats(), "idle": backend.scheduler.idle(),
-                           "predict": {"calls": backend.predict_calls, "tasks": backend.predicted_tasks}})
+        return redact_obj(
+            {
+                "projects": backend.scheduler.stats(),
+                "idle": backend.scheduler.idle(),
+                "predict": {"calls": backend.predict_calls, "tasks": backend.predicted_tasks},
+            }
+        )
 
     @app.get("/metrics")
     def metrics():

@@ -123,7 +123,9 @@ def _check_config(cfg: SimulationConfig, n: int, n_classes: int) -> tuple[int, i
     if not 1 <= seed_size <= n_pool:
         raise InputError(f"simulate: --seed-size must be in [1, {n_pool}], got {seed_size}")
     if budget < seed_size or budget > n_pool:
-        raise InputError(f"simulate: --budget must be in [{seed_size}, {n_pool}] (seed size .. pool size), got {budget}")
+        raise InputError(
+            f"simulate: --budget must be in [{seed_size}, {n_pool}] (seed size .. pool size), got {budget}"
+        )
     return n_test, seed_size, budget
 
 
@@ -182,7 +184,9 @@ def _arm_config(spec: StrategySpec, config: SimulationConfig, repeat: int) -> Co
 class _Arm:
     """One strategy replayed on one repeat's pool with the product's own `Round` over an in-memory state."""
 
-    def __init__(self, spec: StrategySpec, config: SimulationConfig, repeat: int, X_pool: np.ndarray, classes: list[str]):
+    def __init__(
+        self, spec: StrategySpec, config: SimulationConfig, repeat: int, X_pool: np.ndarray, classes: list[str]
+    ):
         from .round import Round
         from .store import Store
 
@@ -216,8 +220,9 @@ class _Arm:
         rows = self.labeled()
         if head is None or getattr(head, "n_labels_", -1) != rows.size:
             F = self.round.pool_features if self.round.pool_features is not None else self.X
-            fitted, _ = self.round.fit(F[rows], [self.ids[i] for i in rows], [self.labels[i] for i in rows],
-                                       label_set=self.classes)
+            fitted, _ = self.round.fit(
+                F[rows], [self.ids[i] for i in rows], [self.labels[i] for i in rows], label_set=self.classes
+            )
             head = fitted
         return head if head is not None else Head(self.classes, committee_size=0)
 
@@ -328,8 +333,10 @@ def simulate(
         reference = summaries[config.reference]
         result["reference"] = config.reference
     else:
-        ref_label = "random" if "random" in summaries else next(
-            (lbl for lbl in summaries if parse_strategy(lbl).name == "random"), None
+        ref_label = (
+            "random"
+            if "random" in summaries
+            else next((lbl for lbl in summaries if parse_strategy(lbl).name == "random"), None)
         )
         reference = summaries.get(ref_label) if ref_label else None
         result["reference"] = ref_label
@@ -350,10 +357,18 @@ def simulate(
     return result
 
 
-STOPPING_REPORTED = ("default", "stabilizing_predictions", "classification_change", "overall_uncertainty", "target_accuracy")
+STOPPING_REPORTED = (
+    "default",
+    "stabilizing_predictions",
+    "classification_change",
+    "overall_uncertainty",
+    "target_accuracy",
+)
 
 
-def _stopping_report(curves: list[list[dict[str, float]]], evidence: list[list[dict[str, Any]]], budget: int) -> dict[str, Any]:
+def _stopping_report(
+    curves: list[list[dict[str, float]]], evidence: list[list[dict[str, Any]]], budget: int
+) -> dict[str, Any]:
     """For each stopping criterion: where it would have stopped in each repeat (labels), the test accuracy
     there and at the budget. Round i's evidence was recorded after the fit on curve[i]'s labels; a criterion
     that never says stop runs to the budget."""
@@ -388,8 +403,13 @@ def _summarise(curves: list[list[dict[str, float]]], start: int, budget: int) ->
     f1 = np.array([[p["macro_f1"] for p in c] for c in curves])
     per_repeat = [metrics.aulc(xs, a, start=start, budget=budget) for a in acc]
     curve = [
-        {"labels": int(x), "accuracy": float(acc[:, i].mean()), "accuracy_std": float(acc[:, i].std()),
-         "macro_f1": float(f1[:, i].mean()), "macro_f1_std": float(f1[:, i].std())}
+        {
+            "labels": int(x),
+            "accuracy": float(acc[:, i].mean()),
+            "accuracy_std": float(acc[:, i].std()),
+            "macro_f1": float(f1[:, i].mean()),
+            "macro_f1_std": float(f1[:, i].std()),
+        }
         for i, x in enumerate(xs)
     ]
     return {
@@ -449,8 +469,14 @@ def markdown_report(result: dict[str, Any], title: str = "Simulation") -> str:
     for label, s in sorted(result["strategies"].items(), key=lambda kv: -kv[1]["aulc"]):
         need = "never" if s["labels_to_reach_random_final"] is None else f"{s['labels_to_reach_random_final']:.0f}"
         ratio = "-" if s["reduction_ratio"] is None else f"{s['reduction_ratio']:.2f}"
-        lines.append(f"| {label} | {s['aulc']:.4f} ± {s['aulc_std']:.4f} | {s['final_accuracy']:.4f} | {need} | {ratio} |")
-    checkpoints = [n for n in (100, 200, 500, 1000, 2000, 4000) if any(p["labels"] == n for s in result["strategies"].values() for p in s["curve"])]
+        lines.append(
+            f"| {label} | {s['aulc']:.4f} ± {s['aulc_std']:.4f} | {s['final_accuracy']:.4f} | {need} | {ratio} |"
+        )
+    checkpoints = [
+        n
+        for n in (100, 200, 500, 1000, 2000, 4000)
+        if any(p["labels"] == n for s in result["strategies"].values() for p in s["curve"])
+    ]
     if checkpoints:
         lines += [
             "",
@@ -463,7 +489,8 @@ def markdown_report(result: dict[str, Any], title: str = "Simulation") -> str:
             at = {p["labels"]: p for p in s["curve"]}
             cells = [
                 f"{at[n]['accuracy']:.3f} ± {at[n]['accuracy_std']:.3f} / {at[n]['macro_f1']:.3f} ± {at[n].get('macro_f1_std', 0.0):.3f}"
-                if n in at else "-"
+                if n in at
+                else "-"
                 for n in checkpoints
             ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -120,7 +120,9 @@ class RoundEvidence:
         if self.stop_predictions is not None:
             raw = np.asarray(self.stop_predictions)
             if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu"):
-                raise InputError(f"RoundEvidence: stop_predictions must be a 1-d integer array, got {raw.dtype} {raw.shape}")
+                raise InputError(
+                    f"RoundEvidence: stop_predictions must be a 1-d integer array, got {raw.dtype} {raw.shape}"
+                )
             pred = np.array(raw, dtype=np.int64)  # a private copy: the caller may reuse its buffer
             if pred.size and (pred.min() < 0 or pred.max() >= len(self.classes)):
                 raise InputError(
@@ -405,7 +407,10 @@ class TargetAccuracy:
             return _not_yet(self.name, f"needs cross-validated accuracy for the last {self.window} rounds", **ev)
         if all(v >= self.target for v in accuracies):
             return StopDecision(
-                True, self.name, f"cross-validated accuracy {_fmt(accuracies)} >= {self.target} with {last.labels} labels", ev
+                True,
+                self.name,
+                f"cross-validated accuracy {_fmt(accuracies)} >= {self.target} with {last.labels} labels",
+                ev,
             )
         return _not_yet(self.name, f"cross-validated accuracy {_fmt(accuracies)} < {self.target}", **ev)
 
@@ -469,7 +474,11 @@ class StabilizingPredictions:
                 f"kappa between successive models >= {self.threshold} on average over the last {self.window} rounds ({_fmt(kappas)})",
                 ev,
             )
-        return _not_yet(self.name, f"mean kappa {mean:.3f} < {self.threshold} over the last {self.window} rounds ({_fmt(kappas)})", **ev)
+        return _not_yet(
+            self.name,
+            f"mean kappa {mean:.3f} < {self.threshold} over the last {self.window} rounds ({_fmt(kappas)})",
+            **ev,
+        )
 
 
 @dataclass(frozen=True)
@@ -480,7 +489,9 @@ class ClassificationChange:
     """
 
     name: ClassVar[str] = "classification_change"
-    description: ClassVar[str] = "stop when at most a tolerance share of the unlabeled pool changed predicted class (window rounds)"
+    description: ClassVar[str] = (
+        "stop when at most a tolerance share of the unlabeled pool changed predicted class (window rounds)"
+    )
     tolerance: float = 0.0
     window: int = 1
     min_labels: int = 0
@@ -513,7 +524,10 @@ class ClassificationChange:
         what = ", ".join(str(c) for c in changed) + ("" if shares is None else f" ({_fmt(shares, 4)} of the pool)")
         if ok:
             return StopDecision(
-                True, self.name, f"unlabeled predictions changed in {what} item(s), within tolerance {self.tolerance}", ev
+                True,
+                self.name,
+                f"unlabeled predictions changed in {what} item(s), within tolerance {self.tolerance}",
+                ev,
             )
         return _not_yet(self.name, f"unlabeled predictions changed in {what} item(s), tolerance {self.tolerance}", **ev)
 
@@ -545,10 +559,13 @@ class OverallUncertainty:
         recent = [r.mean_uncertainty for r in history[-self.window :]]
         if len(recent) < self.window or any(v is None for v in recent):
             return _not_yet(self.name, f"needs the pool's mean uncertainty for the last {self.window} rounds", **ev)
-        ev["mean_uncertainties"] = recent
-        if all(v < self.threshold for v in recent):  # type: ignore[operator]
-            return StopDecision(True, self.name, f"mean uncertainty of the unlabeled pool {_fmt(recent)} < {self.threshold}", ev)  # type: ignore[arg-type]
-        return _not_yet(self.name, f"mean uncertainty of the unlabeled pool {_fmt(recent)} >= {self.threshold}", **ev)  # type: ignore[arg-type]
+        values = [float(v) for v in recent if v is not None]
+        ev["mean_uncertainties"] = values
+        if all(v < self.threshold for v in values):
+            return StopDecision(
+                True, self.name, f"mean uncertainty of the unlabeled pool {_fmt(values)} < {self.threshold}", ev
+            )
+        return _not_yet(self.name, f"mean uncertainty of the unlabeled pool {_fmt(values)} >= {self.threshold}", **ev)
 
 
 @dataclass(frozen=True)
@@ -614,7 +631,9 @@ def _parse_one(spec: str) -> Criterion:
     name = name.strip()
     if name == "default":
         if params.strip():
-            raise ConfigError(f"stopping criterion 'default' takes no parameters (write out {DEFAULT_SPEC!r} to change them)")
+            raise ConfigError(
+                f"stopping criterion 'default' takes no parameters (write out {DEFAULT_SPEC!r} to change them)"
+            )
         return parse_criterion(DEFAULT_SPEC)
     cls = CRITERIA.get(name)
     if cls is None:

@@ -21,9 +21,10 @@ import os
 import sqlite3
 import time
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -201,8 +202,14 @@ class ItemColumnsWrite:
     block_rows: int = TEXT_BLOCK_ROWS
 
 
-_ITEM_COLUMN_DTYPES = {"hash": np.uint8, "cluster": np.int64, "density": np.float64, "seeded": np.int8,
-                       "label": np.int32, "text_blocks": np.uint8}
+_ITEM_COLUMN_DTYPES = {
+    "hash": np.uint8,
+    "cluster": np.int64,
+    "density": np.float64,
+    "seeded": np.int8,
+    "label": np.int32,
+    "text_blocks": np.uint8,
+}
 
 
 def _encode_ids(ids: Sequence[str]) -> tuple[str, bytes]:
@@ -244,7 +251,7 @@ class Store:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = True, reset: bool = False) -> "Store":
+    def open(cls, path: str | Path, *, create: bool = True, reset: bool = False) -> Store:
         """Open (or create) the state. reset=True first moves an existing state aside (never deletes it)."""
         path = Path(path)
         if reset:
@@ -268,8 +275,10 @@ class Store:
             existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as e:
             if not existed or isinstance(e, sqlite3.OperationalError) and "unable to open" in str(e):
-                raise WriteError(f"cannot create or open the state file {path}: {e}; its directory must be "
-                                 "writable (SQLite keeps -wal and -shm files next to it)") from None
+                raise WriteError(
+                    f"cannot create or open the state file {path}: {e}; its directory must be "
+                    "writable (SQLite keeps -wal and -shm files next to it)"
+                ) from None
             raise StateError(_foreign_message(path, f"SQLite cannot read it ({e})")) from None
         store = cls(path, conn)
         if not existing:
@@ -437,11 +446,14 @@ class Store:
             cols = {k: v for k, v in got.items() if v is not None and len(v) == n}
             if len(cols) == len(got):
                 return ItemColumns(
-                    n=n, ids_digest=info["ids_digest"], hashes=cols["hash"].reshape(n, 16),
+                    n=n,
+                    ids_digest=info["ids_digest"],
+                    hashes=cols["hash"].reshape(n, 16),
                     cluster=cols["cluster"].astype(np.int64, copy=False),
                     density=cols["density"].astype(np.float64, copy=False),
                     seeded=cols["seeded"].astype(np.int8, copy=False),
-                    label=cols["label"].astype(np.int32, copy=False), label_vocab=list(info["label_vocab"]),
+                    label=cols["label"].astype(np.int32, copy=False),
+                    label_vocab=list(info["label_vocab"]),
                     text_blocks=None if blocks is None else blocks.reshape(-1, 16),
                     block_rows=int(info["block_rows"]),
                 )
@@ -467,12 +479,16 @@ class Store:
         vocab = list(dict.fromkeys(r[4] for r in rows if r[4] is not None))
         index = {lab: i for i, lab in enumerate(vocab)}
         return ItemColumns(
-            n=n, ids_digest="", hashes=hashes,
+            n=n,
+            ids_digest="",
+            hashes=hashes,
             cluster=np.fromiter((r[2] for r in rows), dtype=np.int64, count=n),
             density=np.fromiter((np.nan if r[3] is None else r[3] for r in rows), dtype=np.float64, count=n),
             seeded=np.fromiter((r[5] for r in rows), dtype=np.int8, count=n),
             label=np.fromiter((-1 if r[4] is None else index[r[4]] for r in rows), dtype=np.int32, count=n),
-            label_vocab=vocab, text_blocks=None, ids=ids,
+            label_vocab=vocab,
+            text_blocks=None,
+            ids=ids,
         )
 
     def _write_item_columns(self, cols: ItemColumnsWrite, round_id: int) -> None:
@@ -480,14 +496,21 @@ class Store:
         that says the snapshot is current as of this round."""
         for name in _ITEM_COLUMN_DTYPES:
             if name in cols.changed:
-                self.put_array(ITEM_ARRAY_PREFIX + name, np.asarray(cols.columns[name], dtype=_ITEM_COLUMN_DTYPES[name]))
+                self.put_array(
+                    ITEM_ARRAY_PREFIX + name, np.asarray(cols.columns[name], dtype=_ITEM_COLUMN_DTYPES[name])
+                )
         info = json.loads(self.get_meta(ITEM_COLUMNS_KEY) or "{}")
         if cols.ids is not None:
             fmt, blob = _encode_ids(cols.ids)
             self.put_array(ITEM_ARRAY_PREFIX + "ids", np.frombuffer(blob, dtype=np.uint8))
             info["ids_format"] = fmt
-        info.update(round=round_id, n=cols.n, ids_digest=cols.ids_digest, label_vocab=cols.label_vocab,
-                    block_rows=cols.block_rows)
+        info.update(
+            round=round_id,
+            n=cols.n,
+            ids_digest=cols.ids_digest,
+            label_vocab=cols.label_vocab,
+            block_rows=cols.block_rows,
+        )
         self.set_meta(ITEM_COLUMNS_KEY, json.dumps(info, default=str))
 
     # ---------------------------------------------------------------- recording a round
@@ -526,15 +549,34 @@ class Store:
             c.execute(
                 "INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    ranking.round_id, rec.started_at, time.time(), ranking.strategy, rec.phase, ranking.model_version,
-                    rec.pool_size, rec.labeled, ranking.batch_size, _json(rec.metrics), Store.encode_ranking(ranking),
+                    ranking.round_id,
+                    rec.started_at,
+                    time.time(),
+                    ranking.strategy,
+                    rec.phase,
+                    ranking.model_version,
+                    rec.pool_size,
+                    rec.labeled,
+                    ranking.batch_size,
+                    _json(rec.metrics),
+                    Store.encode_ranking(ranking),
                 ),
             )
             c.executemany(
                 "INSERT INTO selections VALUES (?, ?, ?, ?, ?)",
                 (
-                    (ranking.round_id, i, ranking.ids[i], float(ranking.priority[i]),
-                     _json({"cluster": int(ranking.cluster[i]), **{k: _clean(v[i]) for k, v in ranking.components.items()}}))
+                    (
+                        ranking.round_id,
+                        i,
+                        ranking.ids[i],
+                        float(ranking.priority[i]),
+                        _json(
+                            {
+                                "cluster": int(ranking.cluster[i]),
+                                **{k: _clean(v[i]) for k, v in ranking.components.items()},
+                            }
+                        ),
+                    )
                     for i in range(ranking.batch_size)
                 ),
             )
@@ -660,7 +702,8 @@ class Store:
             predicted = values[codes].tolist() if n else []
         return {
             "ids": _decode_ids(header["ids"], parts["ids"], n),
-            "priority": Ranking.priorities(n) if header.get("priority") == "standard"
+            "priority": Ranking.priorities(n)
+            if header.get("priority") == "standard"
             else np.frombuffer(parts["priority"], dtype="<f8").astype(np.float64),
             "predicted": predicted,
             "confidence": np.frombuffer(parts["confidence"], dtype="<f8").astype(np.float64),
@@ -676,7 +719,9 @@ class Store:
         )
 
     def latest_model(self) -> tuple[str, dict[str, Any]] | None:
-        row = self.conn.execute("SELECT version, state FROM models ORDER BY round_id DESC, created_at DESC LIMIT 1").fetchone()
+        row = self.conn.execute(
+            "SELECT version, state FROM models ORDER BY round_id DESC, created_at DESC LIMIT 1"
+        ).fetchone()
         return None if row is None else (row[0], loads_state(row[1]))
 
     # ---------------------------------------------------------------- push progress
@@ -689,7 +734,8 @@ class Store:
     def set_push_progress(self, round_id: int, target: str, done: int, total: int) -> None:
         with self.transaction() as c:
             c.execute(
-                "INSERT OR REPLACE INTO push_progress VALUES (?, ?, ?, ?, ?)", (round_id, target, done, total, time.time())
+                "INSERT OR REPLACE INTO push_progress VALUES (?, ?, ?, ?, ?)",
+                (round_id, target, done, total, time.time()),
             )
 
     def unfinished_push(self, target: str) -> tuple[int, int, int] | None:
@@ -701,7 +747,6 @@ class Store:
         if row and row[1] < row[2]:
             return row
         return None
-
 
     # ---------------------------------------------------------------- identity: which pool, which embedding space
     IDENTITY_SAMPLE = 32  # vectors kept to recognise a --vectors embedding space
@@ -717,8 +762,10 @@ class Store:
         the dimension check). Reads only; `set_identity` records, inside the round's transaction."""
         from .embedding import text_hash
 
-        hint = ("Use another --state for this pool, or pass --reset-state to move this state aside "
-                "(it is kept, renamed) and start over")
+        hint = (
+            "Use another --state for this pool, or pass --reset-state to move this state aside "
+            "(it is kept, renamed) and start over"
+        )
         stored_space = self.get_meta("embedding_space")
         stored_source = self.get_meta("pool_source") or "another pool"
         if stored_space is not None and stored_space != space:
@@ -866,8 +913,16 @@ def move_aside(path: str | Path) -> Path | None:
 
 def _round_record(row: Sequence[Any]) -> RoundRecord:
     return RoundRecord(
-        round_id=row[0], started_at=row[1], finished_at=row[2], strategy=row[3], phase=row[4], model_version=row[5],
-        pool_size=row[6], labeled=row[7], batch_size=row[8], metrics=json.loads(row[9]),
+        round_id=row[0],
+        started_at=row[1],
+        finished_at=row[2],
+        strategy=row[3],
+        phase=row[4],
+        model_version=row[5],
+        pool_size=row[6],
+        labeled=row[7],
+        batch_size=row[8],
+        metrics=json.loads(row[9]),
     )
 
 
@@ -922,8 +977,9 @@ def project_lock(state_path: str | Path, wait: float = 0.0) -> Iterator[None]:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise WriteError(f"cannot create the lock file {lock_path}: {e.strerror or e}; "
-                         f"the state's directory must be writable") from None
+        raise WriteError(
+            f"cannot create the lock file {lock_path}: {e.strerror or e}; the state's directory must be writable"
+        ) from None
     deadline = time.monotonic() + max(wait, 0.0)
     try:
         while True:
@@ -948,4 +1004,3 @@ def project_lock(state_path: str | Path, wait: float = 0.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the flock
-

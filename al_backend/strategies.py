@@ -81,7 +81,9 @@ class Strategy:
 
     def __post_init__(self) -> None:
         if not callable(self.scorer) and self.scorer not in _SCORERS:
-            raise ValueError(f"unknown scorer {self.scorer!r}; valid: {', '.join(_SCORERS)} or a function ctx -> scores")
+            raise ValueError(
+                f"unknown scorer {self.scorer!r}; valid: {', '.join(_SCORERS)} or a function ctx -> scores"
+            )
         if self.selector not in _SELECTORS:
             raise ValueError(f"unknown selector {self.selector!r}; valid: {', '.join(_SELECTORS)}")
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))

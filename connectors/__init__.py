@@ -22,9 +22,21 @@ from typing import Any
 from .base import Connector, ConnectorBase, LabelSchema, MLBackendAdapter, OnChunk, PushReport, UnsupportedSchema
 
 __all__ = [
-    "CONNECTOR_GROUP", "ML_BACKEND_GROUP", "Connector", "ConnectorBase", "LabelSchema", "MLBackendAdapter", "OnChunk",
-    "PushReport", "UnsupportedSchema", "connector_names", "make_connector", "make_ml_backend", "ml_backend_names",
-    "register_connector", "register_ml_backend",
+    "CONNECTOR_GROUP",
+    "ML_BACKEND_GROUP",
+    "Connector",
+    "ConnectorBase",
+    "LabelSchema",
+    "MLBackendAdapter",
+    "OnChunk",
+    "PushReport",
+    "UnsupportedSchema",
+    "connector_names",
+    "make_connector",
+    "make_ml_backend",
+    "ml_backend_names",
+    "register_connector",
+    "register_ml_backend",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,14 +84,22 @@ class _Registry:
         raise ConfigError(f"unknown {self.kind} {name!r}: choose one of {', '.join(self.names())}")
 
 
-_connectors = _Registry("connector", CONNECTOR_GROUP, {
-    "file": "connectors.files:FileConnector",
-    "labelstudio": "connectors.labelstudio:LabelStudioConnector",
-    "argilla": "connectors.argilla:ArgillaConnector",
-})
-_ml_backends = _Registry("ML backend", ML_BACKEND_GROUP, {
-    "labelstudio": "connectors.labelstudio:LabelStudioMLBackend",
-})
+_connectors = _Registry(
+    "connector",
+    CONNECTOR_GROUP,
+    {
+        "file": "connectors.files:FileConnector",
+        "labelstudio": "connectors.labelstudio:LabelStudioConnector",
+        "argilla": "connectors.argilla:ArgillaConnector",
+    },
+)
+_ml_backends = _Registry(
+    "ML backend",
+    ML_BACKEND_GROUP,
+    {
+        "labelstudio": "connectors.labelstudio:LabelStudioMLBackend",
+    },
+)
 
 
 def register_connector(name: str, factory: Callable[..., Connector] | type) -> None:
@@ -114,8 +134,13 @@ def ml_backend_names() -> list[str]:
 def make_ml_backend(name: str, **kwargs: Any) -> MLBackendAdapter:
     """The ML-backend adapter for tool `name` (built-in: "labelstudio")."""
     adapter = _ml_backends.factory(name)(**kwargs)
-    _check(adapter, MLBackendAdapter, "ML backend", name,
-           ("name", "setup_schema", "predict_schema", "task_texts", "prediction", "connector"))
+    _check(
+        adapter,
+        MLBackendAdapter,
+        "ML backend",
+        name,
+        ("name", "setup_schema", "predict_schema", "task_texts", "prediction", "connector"),
+    )
     return adapter
 
 
@@ -131,5 +156,7 @@ def _check(obj: Any, protocol: type, kind: str, name: str, members: tuple[str, .
         from al_backend.errors import ConfigError
 
         missing = [m for m in members if not hasattr(obj, m)]
-        raise ConfigError(f"{kind} {name!r} built {type(obj).__name__}, which lacks {', '.join(missing)} "
-                          f"of the {protocol.__name__} protocol (connectors/base.py)")
+        raise ConfigError(
+            f"{kind} {name!r} built {type(obj).__name__}, which lacks {', '.join(missing)} "
+            f"of the {protocol.__name__} protocol (connectors/base.py)"
+        )

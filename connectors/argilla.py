@@ -52,7 +52,9 @@ GUIDELINES_MAX = 10000  # the server's limit on a dataset's guidelines
 NOTE_BEGIN = "<!-- al-backend:stopping -->"  # the guidelines' block al-backend owns (the stopping note)
 NOTE_END = "<!-- /al-backend:stopping -->"
 # the first complete block: a begin marker, then anything but another begin marker, then an end marker
-_NOTE_BLOCK = re.compile(re.escape(NOTE_BEGIN) + r"(?:(?!" + re.escape(NOTE_BEGIN) + r").)*?" + re.escape(NOTE_END), re.S)
+_NOTE_BLOCK = re.compile(
+    re.escape(NOTE_BEGIN) + r"(?:(?!" + re.escape(NOTE_BEGIN) + r").)*?" + re.escape(NOTE_END), re.S
+)
 
 
 def _sdk():
@@ -105,7 +107,9 @@ class ArgillaConnector(ConnectorBase):
         if not api_url:
             raise ConfigError("Argilla URL missing: set ARGILLA_API_URL or [argilla] api_url")
         if not api_key:
-            raise ConfigError("Argilla API key missing: set ARGILLA_API_KEY or [argilla] api_key (an owner or admin key)")
+            raise ConfigError(
+                "Argilla API key missing: set ARGILLA_API_KEY or [argilla] api_key (an owner or admin key)"
+            )
         if not dataset:
             raise ConfigError("Argilla dataset missing: pass --dataset NAME or set [argilla] dataset")
         self.api_url = api_url.rstrip("/")
@@ -162,7 +166,10 @@ class ArgillaConnector(ConnectorBase):
             from .http import HttpClient
 
             self._http = HttpClient(
-                self.api_url, service="Argilla", auth=_ApiKeyAuth(self._api_key), timeout=self.timeout,
+                self.api_url,
+                service="Argilla",
+                auth=_ApiKeyAuth(self._api_key),
+                timeout=self.timeout,
                 retries=self.retries,
             )
         return self._http
@@ -247,7 +254,9 @@ class ArgillaConnector(ConnectorBase):
                 transient, never_sent = _transient(e)
                 if transient and (idempotent or never_sent) and attempt <= self.retries:
                     wait = self.http.delay(attempt)
-                    log.info("Argilla: %s failed (%s); retry %d/%d in %.1f s", what, _reason(e), attempt, self.retries, wait)
+                    log.info(
+                        "Argilla: %s failed (%s); retry %d/%d in %.1f s", what, _reason(e), attempt, self.retries, wait
+                    )
                     time.sleep(wait)
                     continue
                 tries = f" after {attempt} attempts" if attempt > 1 else ""
@@ -282,10 +291,10 @@ class ArgillaConnector(ConnectorBase):
                 if ds.name == self.dataset_name:
                     found.append((ws, ds))
         if not found:
-            where = f"workspace {self.workspace_name!r}" if self.workspace_name else f"any workspace ({', '.join(names)})"
-            existing = sorted(
-                d.name for ws in candidates for d in self._sdk_call("list datasets", _datasets_of(ws))
+            where = (
+                f"workspace {self.workspace_name!r}" if self.workspace_name else f"any workspace ({', '.join(names)})"
             )
+            existing = sorted(d.name for ws in candidates for d in self._sdk_call("list datasets", _datasets_of(ws)))
             raise ConnectorError(
                 f"Argilla dataset {self.dataset_name!r} not found in {where} at {self.api_url} "
                 f"(datasets there: {', '.join(existing[:20]) or 'none'})"
@@ -382,7 +391,8 @@ class ArgillaConnector(ConnectorBase):
             self._records[rid] = (str(rec._server_id), own, current)
             self._texts[rid] = text
             submitted = [
-                r.value for r in rec.responses
+                r.value
+                for r in rec.responses
                 if r.question_name == self.question_name and _status(r.status) == "submitted" and r.value is not None
             ]
             status = str(getattr(rec.status, "value", rec.status))
@@ -407,8 +417,14 @@ class ArgillaConnector(ConnectorBase):
             labels.append(label)
             meta.append(row_meta)
         self.last_pull = dict(counts)
-        log.info("%s: %d pending, %d labeled (%d with disagreement), %d skipped", self.describe(),
-                 counts["pending"], counts["labeled"], counts["disagreements"], len(self.skipped))
+        log.info(
+            "%s: %d pending, %d labeled (%d with disagreement), %d skipped",
+            self.describe(),
+            counts["pending"],
+            counts["labeled"],
+            counts["disagreements"],
+            len(self.skipped),
+        )
         return Pool(ids=ids, texts=texts, labels=labels, meta=meta, source=self.describe())
 
     def _iter_records(self) -> list[Any]:
@@ -466,16 +482,23 @@ class ArgillaConnector(ConnectorBase):
             written.append((rid, item))
         if missing:
             # deleted since the round ranked them (or a resumed push of an older round): nothing to prioritise
-            log.warning("%s: %d ranked records are no longer in the dataset (first: %r); skipped",
-                        self.describe(), len(missing), missing[0])
+            log.warning(
+                "%s: %d ranked records are no longer in the dataset (first: %r); skipped",
+                self.describe(),
+                len(missing),
+                missing[0],
+            )
         chunks = [items[s : s + BULK_MAX] for s in range(0, len(items), BULK_MAX)]
         from .http import HttpError
 
         for n, chunk in enumerate(chunks, 1):
             try:
                 self._request(
-                    "PUT", f"/api/v1/datasets/{ds.id}/records/bulk", json_body={"items": chunk},
-                    what=f"update records (bulk {n}/{len(chunks)}, {len(chunk)} records)", timeout=max(self.timeout, 300),
+                    "PUT",
+                    f"/api/v1/datasets/{ds.id}/records/bulk",
+                    json_body={"items": chunk},
+                    what=f"update records (bulk {n}/{len(chunks)}, {len(chunk)} records)",
+                    timeout=max(self.timeout, 300),
                 )
             except HttpError as e:
                 if e.status == 422:
@@ -493,11 +516,19 @@ class ArgillaConnector(ConnectorBase):
             sid, _, current = self._records[rid]
             sug = item.get("suggestions")
             self._records[rid] = (
-                sid, item["metadata"], (sug[0]["value"], sug[0]["score"], sug[0]["agent"]) if sug else current
+                sid,
+                item["metadata"],
+                (sug[0]["value"], sug[0]["score"], sug[0]["agent"]) if sug else current,
             )
         log.info("%s: %d records updated, %d already up to date", self.describe(), len(items), unchanged)
-        details: dict[str, Any] = {"unchanged": unchanged, "chunks": len(chunks), "round": int(ranking.round_id), "missing": len(missing),
-                   "suggestions": sum(1 for it in items if "suggestions" in it), "vectors": bool(vec is not None)}
+        details: dict[str, Any] = {
+            "unchanged": unchanged,
+            "chunks": len(chunks),
+            "round": int(ranking.round_id),
+            "missing": len(missing),
+            "suggestions": sum(1 for it in items if "suggestions" in it),
+            "vectors": bool(vec is not None),
+        }
         note = stopping_summary(ranking.stopping, round_id=ranking.round_id, labels=self.last_pull.get("labeled"))
         if note is not None:
             try:
@@ -514,16 +545,25 @@ class ArgillaConnector(ConnectorBase):
         rest of the guidelines is left byte for byte. Reads the guidelines fresh (someone may have edited
         them in the UI) and writes only when the text changes; True when it wrote."""
         ds = self.dataset
-        current = self._request("GET", f"/api/v1/datasets/{ds.id}", what="read the dataset").json().get("guidelines") or ""
+        current = (
+            self._request("GET", f"/api/v1/datasets/{ds.id}", what="read the dataset").json().get("guidelines") or ""
+        )
         new = with_note_block(current, note)
         if new == current:
             return False
         if len(new) > GUIDELINES_MAX:
-            log.warning("%s: guidelines would exceed Argilla's %d characters with the stopping note; not written",
-                        self.describe(), GUIDELINES_MAX)
+            log.warning(
+                "%s: guidelines would exceed Argilla's %d characters with the stopping note; not written",
+                self.describe(),
+                GUIDELINES_MAX,
+            )
             return False
-        self._request("PATCH", f"/api/v1/datasets/{ds.id}", json_body={"guidelines": new},
-                      what="update the guidelines (stopping note)")
+        self._request(
+            "PATCH",
+            f"/api/v1/datasets/{ds.id}",
+            json_body={"guidelines": new},
+            what="update the guidelines (stopping note)",
+        )
         return True
 
     # ------------------------------------------------------------------ schema
@@ -610,23 +650,32 @@ class ArgillaConnector(ConnectorBase):
         for user in (progress.get("users") or {}).values():
             for part in ("completed", "pending"):
                 submitted += int((user.get(part) or {}).get("submitted", 0))
-        return {"submitted": submitted, "records": int(progress.get("total", 0)),
-                "completed": int(progress.get("completed", 0))}
+        return {
+            "submitted": submitted,
+            "records": int(progress.get("total", 0)),
+            "completed": int(progress.get("completed", 0)),
+        }
 
-    def search_sorted(self, *, status: str | None = "pending", by: str = "al_priority", order: str = "desc") -> list[str]:
+    def search_sorted(
+        self, *, status: str | None = "pending", by: str = "al_priority", order: str = "desc"
+    ) -> list[str]:
         """Record ids in the order Argilla's search endpoint sorts them by a metadata property
         (what the UI's sort gives annotators)."""
         ds = self.dataset
         body: dict[str, Any] = {"sort": [{"scope": {"entity": "metadata", "metadata_property": by}, "order": order}]}
         if status:
-            body["filters"] = {"and": [{"type": "terms", "scope": {"entity": "record", "property": "status"},
-                                        "values": [status]}]}
+            body["filters"] = {
+                "and": [{"type": "terms", "scope": {"entity": "record", "property": "status"}, "values": [status]}]
+            }
         out: list[str] = []
         offset = 0
         while True:
             page = self._request(
-                "POST", f"/api/v1/datasets/{ds.id}/records/search", json_body=body,
-                params={"offset": offset, "limit": SEARCH_LIMIT}, what=f"search records sorted by {by}",
+                "POST",
+                f"/api/v1/datasets/{ds.id}/records/search",
+                json_body=body,
+                params={"offset": offset, "limit": SEARCH_LIMIT},
+                what=f"search records sorted by {by}",
                 idempotent=True,
             ).json()
             items = page.get("items", [])
@@ -660,7 +709,7 @@ def with_note_block(guidelines: str, note: str) -> str:
             return block
         sep = "" if guidelines.endswith("\n\n") else "\n" if guidelines.endswith("\n") else "\n\n"
         return f"{guidelines}{sep}{block}"
-    head, tail = guidelines[: found.start()], guidelines[found.end():]
+    head, tail = guidelines[: found.start()], guidelines[found.end() :]
     return head + block + _NOTE_BLOCK.sub("", tail)
 
 

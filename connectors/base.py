@@ -20,8 +20,15 @@ if TYPE_CHECKING:
     from al_backend.embedding import Embedder
     from al_backend.store import Store
 
-__all__ = ["Connector", "ConnectorBase", "LabelSchema", "MLBackendAdapter", "OnChunk", "PushReport",
-           "UnsupportedSchema"]
+__all__ = [
+    "Connector",
+    "ConnectorBase",
+    "LabelSchema",
+    "MLBackendAdapter",
+    "OnChunk",
+    "PushReport",
+    "UnsupportedSchema",
+]
 
 OnChunk = Callable[[int, int], None]  # on_chunk(done, total) after each chunk the tool has accepted
 

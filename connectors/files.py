@@ -29,7 +29,14 @@ from .base import ConnectorBase, OnChunk, PushReport
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 def detect_format(path: Path) -> str:
@@ -47,14 +54,18 @@ def _decoded_lines(path: Path, bad: dict[int, str]) -> Iterator[str]:
         for lineno, raw in enumerate(f, 1):
             if lineno == 1:
                 if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-                    raise InputError(f"{path}: the file is UTF-16 or UTF-32 text; save it as UTF-8 (with or without BOM)")
+                    raise InputError(
+                        f"{path}: the file is UTF-16 or UTF-32 text; save it as UTF-8 (with or without BOM)"
+                    )
                 if raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8):]
+                    raw = raw[len(codecs.BOM_UTF8) :]
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                bad[lineno] = (f"not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
-                               "save the file as UTF-8")
+                bad[lineno] = (
+                    f"not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
+                    "save the file as UTF-8"
+                )
                 yield raw.decode("utf-8", errors="replace")
 
 
@@ -112,7 +123,10 @@ def read_rows(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[str,
                 yield f"{path}:{lineno}", InputError(f"{path}:{lineno}: JSON nested too deeply")  # type: ignore[misc]
                 continue
             if not isinstance(row, dict):
-                yield f"{path}:{lineno}", InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")  # type: ignore[misc]
+                yield (
+                    f"{path}:{lineno}",
+                    InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"),
+                )  # type: ignore[misc]
                 continue
             yield f"{path}:{lineno}", row
     elif fmt == "csv":
@@ -149,8 +163,11 @@ def read_rows(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[str,
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
-                yield f"{path}:{lineno}", InputError(  # type: ignore[misc]
-                    f"{path}:{lineno}: CSV row has {len(row)} fields, the header has {len(header)}"
+                yield (
+                    f"{path}:{lineno}",
+                    InputError(  # type: ignore[misc]
+                        f"{path}:{lineno}: CSV row has {len(row)} fields, the header has {len(header)}"
+                    ),
                 )
                 continue
             yield f"{path}:{lineno}", dict(zip(header, row))
@@ -178,8 +195,12 @@ def warn_case_variants(labels: list[str | None], source: str) -> dict[str, list[
     groups = {k: sorted(v) for k, v in counts.items() if len(v) > 1}
     if groups:
         shown = "; ".join(" / ".join(f"{lab!r} ({counts[k][lab]})" for lab in v) for k, v in sorted(groups.items()))
-        log.warning("%s: labels that differ only by case are kept as separate classes: %s; "
-                    "if they mean the same class, make them identical in the data", source, shown)
+        log.warning(
+            "%s: labels that differ only by case are kept as separate classes: %s; "
+            "if they mean the same class, make them identical in the data",
+            source,
+            shown,
+        )
     return groups
 
 
@@ -216,9 +237,15 @@ class FileConnector(ConnectorBase):
     def from_config(cls, config, **overrides: Any) -> FileConnector:
         f = config.file
         kwargs: dict[str, Any] = dict(
-            input=f.input, output=f.output or None, labels=f.labels or None, id_field=f.id_field,
-            text_field=f.text_field, label_field=f.label_field, vectors=f.vectors or None,
-            vectors_field=f.vectors_field or None, labels_fixed=f.labels_fixed or None,
+            input=f.input,
+            output=f.output or None,
+            labels=f.labels or None,
+            id_field=f.id_field,
+            text_field=f.text_field,
+            label_field=f.label_field,
+            vectors=f.vectors or None,
+            vectors_field=f.vectors_field or None,
+            labels_fixed=f.labels_fixed or None,
         )
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
@@ -266,7 +293,9 @@ class FileConnector(ConnectorBase):
             if vec is not None:
                 vecs.append(vec)
         if not ids:
-            raise InputError(f"{self.input}: no valid tasks" + (f" ({len(self.skipped)} skipped)" if self.skipped else ""))
+            raise InputError(
+                f"{self.input}: no valid tasks" + (f" ({len(self.skipped)} skipped)" if self.skipped else "")
+            )
         vectors = None
         if self.vectors_field:
             dims = {v.shape[0] for v in vecs}
@@ -352,8 +381,10 @@ class FileConnector(ConnectorBase):
         try:
             write_ranking(ranking, self.output)
         except OSError as e:
-            raise WriteError(f"cannot write the output {self.output}: {e.strerror or e}; the round is recorded and "
-                             "the next run writes it (its push is marked unfinished)") from None
+            raise WriteError(
+                f"cannot write the output {self.output}: {e.strerror or e}; the round is recorded and "
+                "the next run writes it (its push is marked unfinished)"
+            ) from None
         if on_chunk is not None:
             on_chunk(1, 1)
         return PushReport(pushed=len(ranking), target=str(self.output))

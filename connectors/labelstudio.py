@@ -83,8 +83,9 @@ class LabelConfig:
         """A prediction/annotation result selecting `label`; [] (no pre-annotation) when label is None/unknown."""
         if label is None or label not in self.labels:
             return []
-        return [{"from_name": self.from_name, "to_name": self.to_name, "type": "choices",
-                 "value": {"choices": [label]}}]
+        return [
+            {"from_name": self.from_name, "to_name": self.to_name, "type": "choices", "value": {"choices": [label]}}
+        ]
 
     def choices_in(self, result: Iterable[dict[str, Any]] | None) -> list[str]:
         """The choices an annotation's result picks for our <Choices> (empty when it picks none)."""
@@ -117,7 +118,7 @@ def with_note_line(description: str, line: str) -> str:
         if ln.startswith(NOTE_MARK):
             if not placed:
                 body = ln.splitlines()[0]
-                out.append(line + ln[len(body):])  # the line's own ending, whichever it is
+                out.append(line + ln[len(body) :])  # the line's own ending, whichever it is
                 placed = True
             continue  # a second al-backend line (pasted twice): ours, not the user's
         out.append(ln)
@@ -136,17 +137,22 @@ def html_to_text(markup: str) -> str:
 
 def parse_label_config(xml: str, from_name: str | None = None) -> LabelConfig:
     """Parse a labeling config; raise UnsupportedLabelConfig saying what is supported and what was found."""
-    supported = ('al-backend supports one <Choices> (single or multiple) over a <Text> or <HyperText> '
-                 'whose value is a task field, e.g. <Text name="text" value="$text"/>'
-                 '<Choices name="label" toName="text"><Choice value="A"/><Choice value="B"/></Choices>')
+    supported = (
+        "al-backend supports one <Choices> (single or multiple) over a <Text> or <HyperText> "
+        'whose value is a task field, e.g. <Text name="text" value="$text"/>'
+        '<Choices name="label" toName="text"><Choice value="A"/><Choice value="B"/></Choices>'
+    )
     if not xml or not xml.strip():
         raise UnsupportedLabelConfig(f"the project has no labeling config; {supported}")
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as e:
         raise UnsupportedLabelConfig(f"the labeling config is not valid XML ({e}); {supported}") from None
-    objects = {el.get("name"): el for el in root.iter() if el.get("name") and el.get("value") is not None
-               and el.tag not in {"Choice", "Label"}}
+    objects = {
+        el.get("name"): el
+        for el in root.iter()
+        if el.get("name") and el.get("value") is not None and el.tag not in {"Choice", "Label"}
+    }
     found: list[str] = []
     candidates = []
     for el in root.iter("Choices"):
@@ -155,8 +161,13 @@ def parse_label_config(xml: str, from_name: str | None = None) -> LabelConfig:
         found.append(f"<Choices name={name!r}> over <{target.tag if target is not None else '?'} name={to!r}>")
         if from_name and name != from_name:
             continue
-        if target is None or name is None or to is None or target.tag not in TEXT_TAGS \
-                or el.get("perRegion", "").lower() == "true":
+        if (
+            target is None
+            or name is None
+            or to is None
+            or target.tag not in TEXT_TAGS
+            or el.get("perRegion", "").lower() == "true"
+        ):
             continue
         value = target.get("value", "")
         if not value.startswith("$") or len(value) < 2:
@@ -169,10 +180,16 @@ def parse_label_config(xml: str, from_name: str | None = None) -> LabelConfig:
         if len(set(labels)) != len(labels):
             dup = [lab for lab, n in Counter(labels).items() if n > 1]
             raise UnsupportedLabelConfig(f"<Choices name={name!r}> lists {dup} more than once")
-        candidates.append(LabelConfig(
-            from_name=name, to_name=to, object_type=target.tag, data_key=value[1:],
-            labels=labels, multiple=el.get("choice", "single").lower() == "multiple",
-        ))
+        candidates.append(
+            LabelConfig(
+                from_name=name,
+                to_name=to,
+                object_type=target.tag,
+                data_key=value[1:],
+                labels=labels,
+                multiple=el.get("choice", "single").lower() == "multiple",
+            )
+        )
     if not candidates:
         what = "; found " + ", ".join(found) if found else "; found no <Choices> tag"
         if from_name:
@@ -182,7 +199,9 @@ def parse_label_config(xml: str, from_name: str | None = None) -> LabelConfig:
     return candidates[0]
 
 
-def choice_of(annotation_choices: list[list[str]], labels: tuple[str, ...], ground_truth: list[bool] | None = None) -> str | None:
+def choice_of(
+    annotation_choices: list[list[str]], labels: tuple[str, ...], ground_truth: list[bool] | None = None
+) -> str | None:
     """The task's label from its (non-cancelled) annotations' choices.
 
     A ground-truth annotation wins. Otherwise the most voted choice (each annotation votes once for each
@@ -271,8 +290,14 @@ class PersonalAccessTokenAuth:
 
     def _fetch(self, client: HttpClient) -> None:
         try:
-            resp = client.request("POST", "/api/token/refresh/", json_body={"refresh": self._refresh},
-                                  authenticated=False, idempotent=True, what="exchange the personal access token")
+            resp = client.request(
+                "POST",
+                "/api/token/refresh/",
+                json_body={"refresh": self._refresh},
+                authenticated=False,
+                idempotent=True,
+                what="exchange the personal access token",
+            )
         except HttpError as e:
             if e.status in (400, 401, 403):
                 raise ConnectorError(
@@ -343,8 +368,9 @@ class LabelStudioConnector(ConnectorBase):
         self.push_chunk = push_chunk
         self.prune_old_versions = prune_old_versions
         self.view_title = view_title
-        self.http = HttpClient(self.url, service="Label Studio", auth=self.auth, timeout=timeout,
-                               retries=retries, transport=transport)
+        self.http = HttpClient(
+            self.url, service="Label Studio", auth=self.auth, timeout=timeout, retries=retries, transport=transport
+        )
         self._project: dict[str, Any] | None = None
         self._config: LabelConfig | None = None
         self.skipped: list[str] = []
@@ -424,9 +450,10 @@ class LabelStudioConnector(ConnectorBase):
         while True:
             try:
                 body = self.http.get_json(
-                    "/api/tasks", params={"project": self.project_id, "page_size": self.page_size, "page": page,
-                                          "include": include},
-                    what="list tasks", ok=(200,),
+                    "/api/tasks",
+                    params={"project": self.project_id, "page_size": self.page_size, "page": page, "include": include},
+                    what="list tasks",
+                    ok=(200,),
                 )
             except HttpError as e:
                 if e.status == 404 and page > 1:  # "Invalid page": the task count shrank while paging
@@ -446,8 +473,10 @@ class LabelStudioConnector(ConnectorBase):
         """Tasks with at least one annotation (cancelled included), with their annotations: one export call."""
         try:
             body = self.http.get_json(
-                f"/api/projects/{self.project_id}/export", params={"exportType": "JSON", "download_all_tasks": "false"},
-                what="export annotations", ok=(200,),
+                f"/api/projects/{self.project_id}/export",
+                params={"exportType": "JSON", "download_all_tasks": "false"},
+                what="export annotations",
+                ok=(200,),
             )
         except HttpError as e:
             raise self._explain(e) from None
@@ -498,8 +527,13 @@ class LabelStudioConnector(ConnectorBase):
                     if len(set(per_ann)) > 1:
                         meta[i]["disagreement"] = True
         if skipped:
-            log.warning("%s: skipped %d task(s) with no text in data[%r] (first: %s)",
-                        self.describe(), len(skipped), cfg.data_key, ", ".join(skipped[:5]))
+            log.warning(
+                "%s: skipped %d task(s) with no text in data[%r] (first: %s)",
+                self.describe(),
+                len(skipped),
+                cfg.data_key,
+                ", ".join(skipped[:5]),
+            )
         self.skipped = skipped
         self.labeled = sum(1 for lab in labels if lab is not None)
         return Pool(ids=ids, texts=texts, labels=labels, meta=meta, source=self.describe())
@@ -565,11 +599,16 @@ class LabelStudioConnector(ConnectorBase):
             for n, start in enumerate(range(0, len(payload), self.push_chunk), 1):
                 if n <= skip:
                     continue
-                chunk = payload[start:start + self.push_chunk]
+                chunk = payload[start : start + self.push_chunk]
                 try:
-                    resp = self.http.request("POST", f"/api/projects/{self.project_id}/import/predictions",
-                                             json_body=chunk, idempotent=False, what="import predictions",
-                                             ok=(200, 201))
+                    resp = self.http.request(
+                        "POST",
+                        f"/api/projects/{self.project_id}/import/predictions",
+                        json_body=chunk,
+                        idempotent=False,
+                        what="import predictions",
+                        ok=(200, 201),
+                    )
                 except HttpError as e:
                     raise self._explain(e) from None
                 got = int((resp.json() or {}).get("created", -1))
@@ -635,8 +674,12 @@ class LabelStudioConnector(ConnectorBase):
         except HttpError as e:
             if e.status == 400 and version is not None and description is not None:
                 # the note must never stop the new order from going live: switch without it
-                log.warning("%s: Label Studio refused the description with the stopping note (%s); "
-                            "switching to %s without it", self.describe(), e, version)
+                log.warning(
+                    "%s: Label Studio refused the description with the stopping note (%s); switching to %s without it",
+                    self.describe(),
+                    e,
+                    version,
+                )
                 return self.activate(version)
             raise self._explain(e) from None
         if version is not None and (body.get("model_version") != version or body.get("sampling") != SAMPLING):
@@ -645,9 +688,13 @@ class LabelStudioConnector(ConnectorBase):
                 f"kept sampling={body.get('sampling')!r} model_version={body.get('model_version')!r}"
             )
         if description is not None and (body.get("description") or "") != description:
-            log.warning("%s: Label Studio stored the description differently from what was sent (%d vs %d "
-                        "characters); the stopping note is rewritten next round", self.describe(),
-                        len(body.get("description") or ""), len(description))
+            log.warning(
+                "%s: Label Studio stored the description differently from what was sent (%d vs %d "
+                "characters); the stopping note is rewritten next round",
+                self.describe(),
+                len(body.get("description") or ""),
+                len(description),
+            )
         self._project = body
 
     def ensure_view(self) -> int:
@@ -658,21 +705,31 @@ class LabelStudioConnector(ConnectorBase):
             if data.get("title") == self.view_title:
                 if data.get("ordering") != VIEW_ORDERING:
                     data = {**data, "ordering": VIEW_ORDERING}
-                    self.http.request("PATCH", f"/api/dm/views/{view['id']}/",
-                                      json_body={"project": self.project_id, "data": data}, what="update the view")
+                    self.http.request(
+                        "PATCH",
+                        f"/api/dm/views/{view['id']}/",
+                        json_body={"project": self.project_id, "data": data},
+                        what="update the view",
+                    )
                 return int(view["id"])
         body = self.http.request(
-            "POST", "/api/dm/views/", json_body={"project": self.project_id,
-                                                  "data": {"title": self.view_title, "ordering": VIEW_ORDERING}},
-            what="create the view", idempotent=False,
+            "POST",
+            "/api/dm/views/",
+            json_body={"project": self.project_id, "data": {"title": self.view_title, "ordering": VIEW_ORDERING}},
+            what="create the view",
+            idempotent=False,
         ).json()
         return int(body["id"])
 
     def _delete_version(self, version: str) -> None:
         # Label Studio deletes predictions row by row (~3 ms each): allow time for big projects.
-        self.http.request("DELETE", f"/api/projects/{self.project_id}/model-versions/",
-                          json_body={"model_version": version}, what=f"delete predictions of {version}",
-                          timeout=600.0)
+        self.http.request(
+            "DELETE",
+            f"/api/projects/{self.project_id}/model-versions/",
+            json_body={"model_version": version},
+            what=f"delete predictions of {version}",
+            timeout=600.0,
+        )
 
     # ------------------------------------------------------------------ reading back (tests, status)
     def view_order(self, view_id: int, limit: int | None = None) -> list[str]:
@@ -680,9 +737,18 @@ class LabelStudioConnector(ConnectorBase):
         out: list[str] = []
         page = 1
         while True:
-            body = self.http.get_json("/api/tasks", params={"view": view_id, "project": self.project_id,
-                                                            "page_size": self.page_size, "page": page,
-                                                            "include": "id"}, what="list the view", ok=(200, 404))
+            body = self.http.get_json(
+                "/api/tasks",
+                params={
+                    "view": view_id,
+                    "project": self.project_id,
+                    "page_size": self.page_size,
+                    "page": page,
+                    "include": "id",
+                },
+                what="list the view",
+                ok=(200, 404),
+            )
             tasks = body.get("tasks", []) if isinstance(body, dict) else []
             out.extend(str(t["id"]) for t in tasks)
             if not tasks or len(tasks) < self.page_size or (limit and len(out) >= limit):

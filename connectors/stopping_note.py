@@ -33,7 +33,7 @@ def labels_in(evidence: Any) -> int | None:
 
 
 def stopping_summary(decision: Any, *, round_id: int | None = None, labels: int | None = None) -> str | None:
-    """"Keep labeling (round 12, 240 labels): stabilizing_predictions: mean kappa 0.962 < 0.99 ..." or
+    """ "Keep labeling (round 12, 240 labels): stabilizing_predictions: mean kappa 0.962 < 0.99 ..." or
     "You can stop labeling (...): budget: 240 labels reached the budget of 240"; one line.
 
     `decision` is `Ranking.stopping` ({"stop", "criterion", "reason", "evidence"}); None (no decision yet, or

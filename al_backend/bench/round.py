@@ -46,8 +46,15 @@ def _timed(into: dict[str, float], key: str, fn: Callable[..., Any]) -> Callable
 
 
 def bench_round(
-    pool_size: int, dim: int = 384, batch_size: int = 1000, labeled: int = 300, classes: int = 5,
-    strategy: str = "default", rounds: int = 2, seed: int = 0, smoothing: float | None = None,
+    pool_size: int,
+    dim: int = 384,
+    batch_size: int = 1000,
+    labeled: int = 300,
+    classes: int = 5,
+    strategy: str = "default",
+    rounds: int = 2,
+    seed: int = 0,
+    smoothing: float | None = None,
 ) -> dict[str, Any]:
     """smoothing: [head] smoothing for the rounds (None: the product default; 0: the plain head)."""
     from ..config import load_config
@@ -56,10 +63,16 @@ def bench_round(
     from ..store import Store
 
     pool = synthetic_pool(pool_size, dim, labeled, classes, seed)
-    cfg = load_config(None, env={}, overrides={
-        "strategy.batch_size": batch_size, "strategy.name": strategy, "seeding.min_cluster_coverage": 0.0,
-        **({} if smoothing is None else {"head.smoothing": smoothing}),
-    })
+    cfg = load_config(
+        None,
+        env={},
+        overrides={
+            "strategy.batch_size": batch_size,
+            "strategy.name": strategy,
+            "seeding.min_cluster_coverage": 0.0,
+            **({} if smoothing is None else {"head.smoothing": smoothing}),
+        },
+    )
     results = []
     with tempfile.TemporaryDirectory(prefix="al-bench-") as tmp:
         store = Store.open(Path(tmp) / "state.sqlite")
@@ -79,10 +92,15 @@ def bench_round(
             metrics = last.metrics
             timings = {**metrics["timings"], **extra}
             timings["other_s"] = max(seconds - sum(timings.values()), 0.0)
-            results.append({
-                "round": r + 1, "seconds": seconds, "strategy": ranking.strategy,
-                "head_reused": bool(metrics.get("head_reused")), **timings,
-            })
+            results.append(
+                {
+                    "round": r + 1,
+                    "seconds": seconds,
+                    "strategy": ranking.strategy,
+                    "head_reused": bool(metrics.get("head_reused")),
+                    **timings,
+                }
+            )
         store.close()
     labeled_idx = np.flatnonzero(pool.labeled_mask)
     head = Head(random_state=seed).fit(pool.vectors[labeled_idx], [pool.labels[i] for i in labeled_idx])
@@ -90,8 +108,13 @@ def bench_round(
     head.predict_proba(pool.vectors)
     reference = time.perf_counter() - t
     return {
-        "pool_size": pool_size, "dim": dim, "batch_size": batch_size, "labeled": int(labeled_idx.size),
-        "strategy": results[0]["strategy"], "rounds": results, "reference_scoring_pass_s": reference,
+        "pool_size": pool_size,
+        "dim": dim,
+        "batch_size": batch_size,
+        "labeled": int(labeled_idx.size),
+        "strategy": results[0]["strategy"],
+        "rounds": results,
+        "reference_scoring_pass_s": reference,
         "steady_round_vs_reference": results[-1]["seconds"] / reference if reference > 0 else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

@@ -65,8 +65,13 @@ def first_difference(X: np.ndarray, labeled: np.ndarray, ours: np.ndarray, ref: 
     def distance(row: int) -> float:
         return float(np.sqrt(((X[row].astype(np.float64) - centres) ** 2).sum(axis=1)).min())
 
-    return {"position": j, "ours": int(ours[j]), "reference": int(ref[j]),
-            "ours_distance": distance(int(ours[j])), "reference_distance": distance(int(ref[j]))}
+    return {
+        "position": j,
+        "ours": int(ours[j]),
+        "reference": int(ref[j]),
+        "ours_distance": distance(int(ours[j])),
+        "reference_distance": distance(int(ref[j])),
+    }
 
 
 def peak_memory_mb() -> float:

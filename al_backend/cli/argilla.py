@@ -56,12 +56,16 @@ def _argilla_connector(cfg: Any) -> ArgillaConnector:
 
     connector = make_connector("argilla", cfg)
     if not isinstance(connector, ArgillaConnector):
-        raise ConfigError(f"the argilla commands need an ArgillaConnector (connectors/argilla.py); the connector "
-                          f"registered as 'argilla' built {type(connector).__name__}")
+        raise ConfigError(
+            f"the argilla commands need an ArgillaConnector (connectors/argilla.py); the connector "
+            f"registered as 'argilla' built {type(connector).__name__}"
+        )
     return connector
 
 
-def make_watcher(cfg, connector, *, min_new: int, wait: float = 60.0, progress: bool = False, track_records: bool = True):
+def make_watcher(
+    cfg, connector, *, min_new: int, wait: float = 60.0, progress: bool = False, track_records: bool = True
+):
     """A Watcher over one Argilla dataset: counters from the dataset's progress, rounds through the same
     round as `prioritize`, the baseline kept in the project's state file (a restart does not retrain)."""
     from ..round import run_project_round
@@ -80,6 +84,7 @@ def make_watcher(cfg, connector, *, min_new: int, wait: float = 60.0, progress: 
             except ConnectorError:
                 connector.reset()
                 raise
+
         return call
 
     @fresh_on_error
@@ -98,22 +103,40 @@ def make_watcher(cfg, connector, *, min_new: int, wait: float = 60.0, progress: 
     if Path(cfg.state.path).exists():
         with Store.open(cfg.state.path, create=False) as store:
             baseline = baseline_from_store(store, key)
-    return Watcher(poll=poll, run_round=run_round, min_new=min_new, baseline=baseline, save_baseline=save,
-                   track_records=track_records)
+    return Watcher(
+        poll=poll,
+        run_round=run_round,
+        min_new=min_new,
+        baseline=baseline,
+        save_baseline=save,
+        track_records=track_records,
+    )
 
 
 @argilla_app.command(epilog=EXAMPLES)
 def watch(
     every: float = typer.Option(60.0, "--every", help="Seconds between polls of the dataset's progress."),
-    min_new: int = typer.Option(10, "--min-new", help="Retrain and reprioritise once this many new responses are submitted."),
+    min_new: int = typer.Option(
+        10, "--min-new", help="Retrain and reprioritise once this many new responses are submitted."
+    ),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name ([argilla] dataset)."),
     workspace: Optional[str] = typer.Option(None, "--workspace", help="Workspace name ([argilla] workspace)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-k", help="How many records form the batch to label next."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="Selection strategy (see `al-backend strategies`)."),
-    state: Optional[Path] = typer.Option(None, "--state", help="Project state file. Default: .al-state/argilla-<workspace>-<dataset>.sqlite"),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", "-k", help="How many records form the batch to label next."
+    ),
+    strategy: Optional[str] = typer.Option(
+        None, "--strategy", help="Selection strategy (see `al-backend strategies`)."
+    ),
+    state: Optional[Path] = typer.Option(
+        None, "--state", help="Project state file. Default: .al-state/argilla-<workspace>-<dataset>.sqlite"
+    ),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
-    max_rounds: Optional[int] = typer.Option(None, "--max-rounds", help="Stop after this many rounds (default: run until stopped)."),
-    ignore_new_records: bool = typer.Option(False, "--ignore-new-records", help="Do not run a round when records are added or deleted."),
+    max_rounds: Optional[int] = typer.Option(
+        None, "--max-rounds", help="Stop after this many rounds (default: run until stopped)."
+    ),
+    ignore_new_records: bool = typer.Option(
+        False, "--ignore-new-records", help="Do not run a round when records are added or deleted."
+    ),
     wait: float = typer.Option(60.0, "--wait", help="Wait up to SECONDS for another run's lock on the state."),
     log_format: str = typer.Option("text", "--log-format", help="Log lines as 'text' or 'json'."),
 ) -> None:
@@ -130,16 +153,31 @@ def watch(
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        cfg = build_config(config, "argilla", dataset=dataset, workspace=workspace, batch_size=batch_size,
-                           strategy=strategy, state=state)
+        cfg = build_config(
+            config,
+            "argilla",
+            dataset=dataset,
+            workspace=workspace,
+            batch_size=batch_size,
+            strategy=strategy,
+            state=state,
+        )
         connector = _argilla_connector(cfg)
         counters = connector.counters()  # fail fast: URL, key, dataset, question
-        watcher = make_watcher(cfg, connector, min_new=min_new, wait=wait, progress=console.is_terminal,
-                               track_records=not ignore_new_records)
+        watcher = make_watcher(
+            cfg,
+            connector,
+            min_new=min_new,
+            wait=wait,
+            progress=console.is_terminal,
+            track_records=not ignore_new_records,
+        )
         console.print(
-            escape(f"watching {connector.describe()} (question {connector.question_name!r}, text {connector.text_field_name!r}): "
-            f"{counters['submitted']} responses, {counters['records']} records; a round every {min_new} new "
-            f"responses, polling every {every:g} s; state {cfg.state.path}"),
+            escape(
+                f"watching {connector.describe()} (question {connector.question_name!r}, text {connector.text_field_name!r}): "
+                f"{counters['submitted']} responses, {counters['records']} records; a round every {min_new} new "
+                f"responses, polling every {every:g} s; state {cfg.state.path}"
+            ),
             highlight=False,
         )
         status = console.status("", spinner="dots") if console.is_terminal else None
@@ -157,7 +195,9 @@ def watch(
                     highlight=False,
                 )
             elif res.reason == "error":
-                console.print(f"{stamp} [red]poll failed, retrying in {every:g} s:[/] {escape(res.error or '')}", highlight=False)
+                console.print(
+                    f"{stamp} [red]poll failed, retrying in {every:g} s:[/] {escape(res.error or '')}", highlight=False
+                )
             elif res.reason == "nothing pending":
                 console.print(f"{stamp} every record is labeled; waiting for new records", highlight=False)
             elif status is None and res.new_submitted and res.new_submitted != last_new:
@@ -205,11 +245,20 @@ def check(
         return
     lp = connector.last_pull
     out.print(f"[bold]{escape(connector.describe())}[/]", highlight=False)
-    out.print(f"text field {connector.text_field_name!r}; label question {connector.question_name!r}: "
-              f"{', '.join(connector.label_set() or [])}", highlight=False)
-    out.print(f"{len(pool)} records in the pool: {lp.get('pending', 0)} pending, {lp.get('labeled', 0)} labeled "
-              f"({lp.get('disagreements', 0)} with annotator disagreement); {counters['submitted']} submitted "
-              f"responses; {len(connector.skipped)} records without text", highlight=False)
+    out.print(
+        f"text field {connector.text_field_name!r}; label question {connector.question_name!r}: "
+        f"{', '.join(connector.label_set() or [])}",
+        highlight=False,
+    )
+    out.print(
+        f"{len(pool)} records in the pool: {lp.get('pending', 0)} pending, {lp.get('labeled', 0)} labeled "
+        f"({lp.get('disagreements', 0)} with annotator disagreement); {counters['submitted']} submitted "
+        f"responses; {len(connector.skipped)} records without text",
+        highlight=False,
+    )
     missing = [m for m in ("al_priority", "al_rank", "al_round", "al_cluster") if m not in have]
-    out.print("al_* metadata properties: " + ("present" if not missing else
-              f"missing {', '.join(missing)} (the first round adds them)"), highlight=False)
+    out.print(
+        "al_* metadata properties: "
+        + ("present" if not missing else f"missing {', '.join(missing)} (the first round adds them)"),
+        highlight=False,
+    )

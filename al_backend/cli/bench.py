@@ -57,9 +57,15 @@ def selection_cmd(
             same = "same picks, same order"
         else:
             diff = result["first_difference"]
-            same = (f"{result['same_set']}/{batch_size} picks shared; order first differs at pick {diff['position']} "
-                    f"(exact distances {diff['ours_distance']:.10f} ours vs {diff['reference_distance']:.10f})")
-        table.add_row("k-center reference (numpy loop)", f"{result['reference_s']:.2f}", f"{result['speedup']:.1f}x slower; {same}")
+            same = (
+                f"{result['same_set']}/{batch_size} picks shared; order first differs at pick {diff['position']} "
+                f"(exact distances {diff['ours_distance']:.10f} ours vs {diff['reference_distance']:.10f})"
+            )
+        table.add_row(
+            "k-center reference (numpy loop)",
+            f"{result['reference_s']:.2f}",
+            f"{result['speedup']:.1f}x slower; {same}",
+        )
     table.add_row("scores (margin)", f"{result['scores_s']:.2f}", "")
     if "density_s" in result:
         table.add_row("kNN density (k=10)", f"{result['density_s']:.2f}", "")
@@ -72,8 +78,13 @@ def selection_cmd(
 @bench_app.command("labelstudio")
 def labelstudio_cmd(
     url: str = typer.Option(None, "--url", envvar="LABEL_STUDIO_URL", help="Label Studio URL (LABEL_STUDIO_URL)."),
-    token: str = typer.Option(None, "--token", envvar="LABEL_STUDIO_API_KEY", show_default=False,
-                              help="API key, personal access token or legacy (LABEL_STUDIO_API_KEY)."),
+    token: str = typer.Option(
+        None,
+        "--token",
+        envvar="LABEL_STUDIO_API_KEY",
+        show_default=False,
+        help="API key, personal access token or legacy (LABEL_STUDIO_API_KEY).",
+    ),
     n: int = typer.Option(10000, "--n", min=1, help="Tasks in the scratch project."),
     repeats: int = typer.Option(2, "--repeats", min=1, help="Timed repetitions per side (best counts)."),
     keep_project: bool = typer.Option(False, "--keep-project", help="Leave the scratch project in Label Studio."),
@@ -103,19 +114,30 @@ def labelstudio_cmd(
         table.add_row(op, f"{r['raw_s']:.2f}", f"{r['connector_s']:.2f}", f"{r['ratio']:.2f}x")
     Console().print(table)
     verdict = "within" if result["ok"] else "OVER"
-    Console().print(f"target: connector <= {result['target_ratio']:.2f}x raw: {verdict}; deleting one old version "
-                    f"took {result['prune_one_version_s']:.1f} s (housekeeping after the push)")
+    Console().print(
+        f"target: connector <= {result['target_ratio']:.2f}x raw: {verdict}; deleting one old version "
+        f"took {result['prune_one_version_s']:.1f} s (housekeeping after the push)"
+    )
 
 
 @bench_app.command("predict")
 def predict_cmd(
-    url: str = typer.Option(None, "--url", help="A running al-backend serve (e.g. http://127.0.0.1:9090). "
-                            "Left out: a state with a model is built from --input and a server started here."),
+    url: str = typer.Option(
+        None,
+        "--url",
+        help="A running al-backend serve (e.g. http://127.0.0.1:9090). "
+        "Left out: a state with a model is built from --input and a server started here.",
+    ),
     concurrency: int = typer.Option(32, "--concurrency", min=1, help="Requests in flight at once."),
     tasks_per_request: int = typer.Option(10, "--tasks-per-request", min=1, help="Tasks in each /predict call."),
     requests: int = typer.Option(None, "--requests", min=1, help="Timed requests in all (default 10 x concurrency)."),
-    input: str = typer.Option(None, "--input", "-i", help="JSONL tasks (id, text[, label]) whose texts are sent; "
-                              "default examples/tasks.jsonl. Self-contained mode trains on its labels."),
+    input: str = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="JSONL tasks (id, text[, label]) whose texts are sent; "
+        "default examples/tasks.jsonl. Self-contained mode trains on its labels.",
+    ),
     project: int = typer.Option(1, "--project", min=1, help="Label Studio project id the calls name."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
@@ -143,8 +165,16 @@ def predict_cmd(
 
         auth = bearer
     try:
-        result = bench_predict(url, concurrency=concurrency, tasks_per_request=tasks_per_request, requests=requests,
-                               tasks_file=Path(input) if input else None, project=project, auth=auth, log=log)
+        result = bench_predict(
+            url,
+            concurrency=concurrency,
+            tasks_per_request=tasks_per_request,
+            requests=requests,
+            tasks_file=Path(input) if input else None,
+            project=project,
+            auth=auth,
+            log=log,
+        )
     except ALBackendError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(e.exit_code) from None
@@ -152,17 +182,28 @@ def predict_cmd(
         print(json.dumps(result, default=str))
         return
     load, ref = result["load"], result["reference"]
-    table = Table(title=f"/predict: {load['requests']} requests x {tasks_per_request} tasks, {concurrency} concurrent "
-                        f"({result['url']}, {result['cpu_count']} CPUs)")
+    table = Table(
+        title=f"/predict: {load['requests']} requests x {tasks_per_request} tasks, {concurrency} concurrent "
+        f"({result['url']}, {result['cpu_count']} CPUs)"
+    )
     for col in ("", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s", "errors"):
         table.add_column(col, justify="right" if col else "left")
     for name, r in (("one at a time (reference)", ref), (f"{concurrency} at once", load)):
-        table.add_row(name, f"{r['p50_s'] * 1000:.1f}", f"{r['p90_s'] * 1000:.1f}", f"{r['p99_s'] * 1000:.1f}",
-                      f"{r['max_s'] * 1000:.1f}", f"{r['requests_per_s']:.1f}", str(r["errors"]))
+        table.add_row(
+            name,
+            f"{r['p50_s'] * 1000:.1f}",
+            f"{r['p90_s'] * 1000:.1f}",
+            f"{r['p99_s'] * 1000:.1f}",
+            f"{r['max_s'] * 1000:.1f}",
+            f"{r['requests_per_s']:.1f}",
+            str(r["errors"]),
+        )
     Console().print(table)
     verdict = "met" if result["ok"] else "NOT met"
-    Console().print(f"p99 under load = {result['p99_vs_single_p50']:.1f}x a single call's p50; "
-                    f"target p99 < {result['target_p99_ms']:.0f} ms with no errors: {verdict}")
+    Console().print(
+        f"p99 under load = {result['p99_vs_single_p50']:.1f}x a single call's p50; "
+        f"target p99 < {result['target_p99_ms']:.0f} ms with no errors: {verdict}"
+    )
     if load["error_examples"]:
         Console().print(f"errors, e.g.: {load['error_examples'][0]}", highlight=False)
 
@@ -177,8 +218,11 @@ def round_cmd(
     strategy: str = typer.Option("default", "--strategy", help="Strategy to run (margin_density adds kNN density)."),
     rounds: int = typer.Option(2, "--rounds", min=1, help="Rounds to run; the last is the steady state."),
     compare_plain: bool = typer.Option(
-        False, "--compare-plain", help="Also run the same rounds with the plain head ([head] smoothing = 0, the "
-        "earlier default) and print both, measured in one run."),
+        False,
+        "--compare-plain",
+        help="Also run the same rounds with the plain head ([head] smoothing = 0, the "
+        "earlier default) and print both, measured in one run.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Whole prioritisation rounds from cached vectors (validate, cluster, fit, score, select, record the state),
@@ -191,13 +235,30 @@ def round_cmd(
     from ..bench.round import bench_round
 
     result = bench_round(pool_size, dim, batch_size, labeled, classes, strategy, rounds)
-    plain = bench_round(pool_size, dim, batch_size, labeled, classes, strategy, rounds, smoothing=0.0) if compare_plain else None
+    plain = (
+        bench_round(pool_size, dim, batch_size, labeled, classes, strategy, rounds, smoothing=0.0)
+        if compare_plain
+        else None
+    )
     if as_json:
         typer.echo(json.dumps(result if plain is None else {"default": result, "plain_head": plain}))
         return
     table = Table(title=f"engine rounds: {pool_size:,} x {dim}, batch {batch_size}, {result['strategy']}")
-    steps = ("validate_s", "embed_s", "items_s", "clusters_s", "density_s", "head_s", "score_s", "select_s",
-             "rank_s", "stopping_s", "record_s", "other_s")
+    steps = (
+        "validate_s",
+        "embed_s",
+        "items_s",
+        "clusters_s",
+        "density_s",
+        "features_s",
+        "head_s",
+        "score_s",
+        "select_s",
+        "rank_s",
+        "stopping_s",
+        "record_s",
+        "other_s",
+    )
     table.add_column("seconds")  # one column a round: the steps fit an 80-column terminal
     for r in result["rounds"]:
         table.add_column(f"round {r['round']}", justify="right")
@@ -215,7 +276,8 @@ def round_cmd(
         out.print(
             "plain head (the earlier default), same pool: rounds "
             + ", ".join(f"{r['seconds']:.2f} s" for r in plain["rounds"])
-            + "; the default's rounds: " + ", ".join(f"{r['seconds']:.2f} s" for r in result["rounds"])
+            + "; the default's rounds: "
+            + ", ".join(f"{r['seconds']:.2f} s" for r in result["rounds"])
             + f" ({result['rounds'][0]['seconds'] / max(plain['rounds'][0]['seconds'], 1e-9):.1f}x first, "
             f"{result['rounds'][-1]['seconds'] / max(plain['rounds'][-1]['seconds'], 1e-9):.1f}x steady)"
         )

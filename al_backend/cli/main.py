@@ -41,8 +41,13 @@ def debug_enabled() -> bool:
 # typer >= 0.29 has its own copy of click (typer._click, whose ClickException is a typer.TyperException);
 # older releases use click itself.
 _PASS_THROUGH: tuple[type[BaseException], ...] = (
-    typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort,
-    KeyboardInterrupt, SystemExit,
+    typer.Exit,
+    typer.Abort,
+    click.exceptions.Exit,
+    click.ClickException,
+    click.exceptions.Abort,
+    KeyboardInterrupt,
+    SystemExit,
 ) + ((typer.TyperException,) if hasattr(typer, "TyperException") else ())
 
 
@@ -68,9 +73,14 @@ class GuardedGroup(typer.core.TyperGroup):
                 what = f"{type(e).__name__}: {e}"
             console.print(
                 Text("error: ", style="bold red")
-                + Text(redact(f"unexpected {what} (rerun with `al-backend --debug ...` for the traceback, and "
-                              "please report it)")),
-                highlight=False, soft_wrap=True,
+                + Text(
+                    redact(
+                        f"unexpected {what} (rerun with `al-backend --debug ...` for the traceback, and "
+                        "please report it)"
+                    )
+                ),
+                highlight=False,
+                soft_wrap=True,
             )
             raise typer.Exit(1) from None
 
@@ -84,8 +94,7 @@ app = typer.Typer(
         "tasks so the most informative, non-redundant ones are labeled first. Before a model exists it seeds "
         "the project by clustering the pool.\n\n"
         "Quick start:\n\n"
-        "  al-backend prioritize --input examples/tasks.jsonl --output ranked.jsonl\n\n"
-        + EXIT_CODES
+        "  al-backend prioritize --input examples/tasks.jsonl --output ranked.jsonl\n\n" + EXIT_CODES
     ),
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -144,7 +153,8 @@ def fail(err: ALBackendError, as_json: bool = False) -> None:
     if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
         # --log-format json: the final error is a log line like the others, so collectors parse every line
         logging.getLogger("al_backend.cli").error(
-            "%s", message, extra={"error_type": type(err).__name__, "exit_code": err.exit_code})
+            "%s", message, extra={"error_type": type(err).__name__, "exit_code": err.exit_code}
+        )
     else:
         console.print(Text("error: ", style="bold red") + Text(message), highlight=False, soft_wrap=True)
     raise typer.Exit(err.exit_code)
@@ -203,13 +213,17 @@ StateOpt = typer.Option(None, "--state", help="Project state file (SQLite). Defa
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
 LogOpt = typer.Option("text", "--log-format", help="Log lines as 'text' or 'json' (for log collectors).")
 RandomStateOpt = typer.Option(
-    None, "--random-state", help="Seed of everything random in a round (clusters, seeds, exploration); TOML [strategy] seed. "
-    "The same pool, labels and seed give the same batch."
+    None,
+    "--random-state",
+    help="Seed of everything random in a round (clusters, seeds, exploration); TOML [strategy] seed. "
+    "The same pool, labels and seed give the same batch.",
 )
 ResetOpt = typer.Option(
-    False, "--reset-state",
+    False,
+    "--reset-state",
     help="Start the project's state over: move the existing state file aside (renamed to "
-    "<state>.replaced-<time>, never deleted) first. For a state built from another pool or embedding space.")
+    "<state>.replaced-<time>, never deleted) first. For a state built from another pool or embedding space.",
+)
 
 
 @app.command(
@@ -227,22 +241,42 @@ def prioritize(
     source: str = SourceOpt,
     input: Optional[Path] = InputOpt,
     output: Optional[Path] = OutputOpt,
-    labels: Optional[Path] = typer.Option(None, "--labels", help="[file] a separate file of id,label that overrides the input's labels."),
-    vectors: Optional[Path] = typer.Option(None, "--vectors", help="[file] precomputed embeddings (.npy, one row per input row): skips the model."),
+    labels: Optional[Path] = typer.Option(
+        None, "--labels", help="[file] a separate file of id,label that overrides the input's labels."
+    ),
+    vectors: Optional[Path] = typer.Option(
+        None, "--vectors", help="[file] precomputed embeddings (.npy, one row per input row): skips the model."
+    ),
     project: Optional[int] = ProjectOpt,
     dataset: Optional[str] = DatasetOpt,
     workspace: Optional[str] = WorkspaceOpt,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-k", help="How many tasks form the batch to label next."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="Selection strategy (see `al-backend strategies`); 'default' is the measured best."),
-    epsilon: Optional[float] = typer.Option(None, "--epsilon", help="Fraction of the batch replaced by random exploration picks (0..1)."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", "-k", help="How many tasks form the batch to label next."
+    ),
+    strategy: Optional[str] = typer.Option(
+        None, "--strategy", help="Selection strategy (see `al-backend strategies`); 'default' is the measured best."
+    ),
+    epsilon: Optional[float] = typer.Option(
+        None, "--epsilon", help="Fraction of the batch replaced by random exploration picks (0..1)."
+    ),
     random_state: Optional[int] = RandomStateOpt,
-    stopping: Optional[str] = typer.Option(None, "--stopping", help="Stopping criterion spec (see `al-backend strategies`); TOML [stopping] criterion."),
-    budget: Optional[int] = typer.Option(None, "--budget", help="Labels you can afford: the stopping decision says stop there; TOML [stopping] budget."),
+    stopping: Optional[str] = typer.Option(
+        None, "--stopping", help="Stopping criterion spec (see `al-backend strategies`); TOML [stopping] criterion."
+    ),
+    budget: Optional[int] = typer.Option(
+        None, "--budget", help="Labels you can afford: the stopping decision says stop there; TOML [stopping] budget."
+    ),
     state: Optional[Path] = StateOpt,
     config: Optional[Path] = ConfigOpt,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Compute and print the ranking; push nothing and record nothing."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed tasks with a warning and a count instead of stopping."),
-    wait: float = typer.Option(0.0, "--wait", help="Wait up to SECONDS for another run's lock instead of exiting with code 75."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Compute and print the ranking; push nothing and record nothing."
+    ),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Skip malformed tasks with a warning and a count instead of stopping."
+    ),
+    wait: float = typer.Option(
+        0.0, "--wait", help="Wait up to SECONDS for another run's lock instead of exiting with code 75."
+    ),
     reset_state: bool = ResetOpt,
     as_json: bool = JsonOpt,
     log_format: str = LogOpt,
@@ -255,14 +289,28 @@ def prioritize(
 
     try:
         cfg = build_config(
-            config, source, input=input, output=output, labels=labels, vectors=vectors, project=project,
-            dataset=dataset, workspace=workspace, batch_size=batch_size, strategy=strategy, epsilon=epsilon,
-            seed=random_state, stopping=stopping, budget=budget, state=state,
+            config,
+            source,
+            input=input,
+            output=output,
+            labels=labels,
+            vectors=vectors,
+            project=project,
+            dataset=dataset,
+            workspace=workspace,
+            batch_size=batch_size,
+            strategy=strategy,
+            epsilon=epsilon,
+            seed=random_state,
+            stopping=stopping,
+            budget=budget,
+            state=state,
         )
         check_round(cfg, source, dry_run=dry_run)  # paths to read and write, before the lock and the round
         connector = make_connector(cfg, source, skip_invalid=skip_invalid)
-        result = run_project_round(cfg, connector, dry_run=dry_run, wait=wait, progress=not as_json,
-                                   reset_state=reset_state)
+        result = run_project_round(
+            cfg, connector, dry_run=dry_run, wait=wait, progress=not as_json, reset_state=reset_state
+        )
     except ALBackendError as e:
         fail(e, as_json)
         return
@@ -272,12 +320,21 @@ def prioritize(
         summary["top"] = ranking.rows()[: max(show, ranking.batch_size)] if dry_run else ranking.rows()[:show]
         out.print_json(json.dumps(summary, default=str))
         return
-    table = Table(title=f"round {ranking.round_id} · {ranking.strategy} · {result['phase']} · batch {ranking.batch_size}")
+    table = Table(
+        title=f"round {ranking.round_id} · {ranking.strategy} · {result['phase']} · batch {ranking.batch_size}"
+    )
     for col in ("rank", "id", "priority", "predicted", "confidence", "text"):
         table.add_column(col, overflow="fold")
     for row, text in zip(ranking.rows()[:show], result["texts"][:show]):
         conf = "" if row["confidence"] is None else f"{row['confidence']:.2f}"
-        table.add_row(str(row["rank"]), Text(row["id"]), f"{row['priority']:.4f}", Text(row["predicted"] or ""), conf, Text(text[:70]))
+        table.add_row(
+            str(row["rank"]),
+            Text(row["id"]),
+            f"{row['priority']:.4f}",
+            Text(row["predicted"] or ""),
+            conf,
+            Text(text[:70]),
+        )
     out.print(table)
     pushed = "dry run: nothing pushed or recorded" if dry_run else f"pushed {result['pushed']} to {result['target']}"
     console.print(
@@ -315,18 +372,30 @@ def seed(
 
     try:
         cfg = build_config(
-            config, source, input=input, output=output, project=project, dataset=dataset, workspace=workspace,
-            batch_size=batch_size, seed=random_state, state=state,
+            config,
+            source,
+            input=input,
+            output=output,
+            project=project,
+            dataset=dataset,
+            workspace=workspace,
+            batch_size=batch_size,
+            seed=random_state,
+            state=state,
         )
         cfg.strategy.name = "seed"
         check_round(cfg, source, dry_run=dry_run)
-        result = run_project_round(cfg, make_connector(cfg, source), dry_run=dry_run, progress=not as_json,
-                                   reset_state=reset_state)
+        result = run_project_round(
+            cfg, make_connector(cfg, source), dry_run=dry_run, progress=not as_json, reset_state=reset_state
+        )
     except ALBackendError as e:
         fail(e, as_json)
         return
     ranking = result["ranking"]
-    seeds = [{"id": r["id"], "cluster": r["cluster"], "text": t} for r, t in zip(ranking.rows()[: ranking.batch_size], result["texts"])]
+    seeds = [
+        {"id": r["id"], "cluster": r["cluster"], "text": t}
+        for r, t in zip(ranking.rows()[: ranking.batch_size], result["texts"])
+    ]
     if as_json:
         out.print_json(json.dumps({"round": ranking.round_id, "seeds": seeds}))
         return
@@ -338,7 +407,9 @@ def seed(
     out.print(table)
 
 
-@app.command(epilog="Examples:\n\n  al-backend status --state .al-state/tasks.sqlite\n\n  al-backend status --state .al-state/labelstudio-3.sqlite --json | jq .labeled")
+@app.command(
+    epilog="Examples:\n\n  al-backend status --state .al-state/tasks.sqlite\n\n  al-backend status --state .al-state/labelstudio-3.sqlite --json | jq .labeled"
+)
 def status(
     state: Path = typer.Option(Path(".al-state/project.sqlite"), "--state", help="Project state file."),
     as_json: bool = JsonOpt,
@@ -406,7 +477,9 @@ def embed(
     from ..store import Store, project_lock
 
     try:
-        cfg = build_config(config, source, input=input, project=project, dataset=dataset, workspace=workspace, model=model, state=state)
+        cfg = build_config(
+            config, source, input=input, project=project, dataset=dataset, workspace=workspace, model=model, state=state
+        )
         from ..preflight import check_round
 
         check_round(cfg, source, dry_run=True)  # input readable, state and lock writable: before embedding
@@ -423,8 +496,14 @@ def embed(
         fail(e, as_json)
         return
     result = {
-        "tasks": len(pool), "embedded_now": embedder.texts_encoded, "cached_before": before, "cached_after": after,
-        "dim": int(X.shape[1]), "model": embedder.model_id, "seconds": round(time.perf_counter() - t0, 3), "state": cfg.state.path,
+        "tasks": len(pool),
+        "embedded_now": embedder.texts_encoded,
+        "cached_before": before,
+        "cached_after": after,
+        "dim": int(X.shape[1]),
+        "model": embedder.model_id,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "state": cfg.state.path,
     }
     if as_json:
         out.print_json(json.dumps(result))
@@ -473,7 +552,11 @@ def _register_features() -> None:
     from . import serve as serve_cli
     from . import simulate as simulate_cli
 
-    app.add_typer(bench_cli.bench_app, name="bench", help="Benchmarks that print ratios against a reference measured in the same run.")
+    app.add_typer(
+        bench_cli.bench_app,
+        name="bench",
+        help="Benchmarks that print ratios against a reference measured in the same run.",
+    )
     serve_cli.register(app)
     simulate_cli.register(app)
     argilla_cli.register(app)

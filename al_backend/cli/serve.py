@@ -27,8 +27,11 @@ def serve(
     port: Optional[int] = typer.Option(None, "--port", help="Port (default 9090, [server] port)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file."),
     state: Optional[str] = typer.Option(
-        None, "--state", help="State file; '{project}' is replaced by the Label Studio project id. "
-        "Default: .al-state/labelstudio-<project>.sqlite"),
+        None,
+        "--state",
+        help="State file; '{project}' is replaced by the Label Studio project id. "
+        "Default: .al-state/labelstudio-<project>.sqlite",
+    ),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback --host without any auth."),
     log_format: str = typer.Option("text", "--log-format", help="Log lines as 'text' or 'json'."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
@@ -51,8 +54,10 @@ def serve(
         cfg = load_config(config, overrides={"server.host": host, "server.port": port, "state.path": state})
         check_bind(cfg.server.host, cfg, insecure)
         if not cfg.labelstudio.api_key:
-            log.warning("no Label Studio API key configured (LABEL_STUDIO_API_KEY): pulling and pushing will use "
-                        "the token Label Studio sends in /setup, which only works with legacy tokens enabled")
+            log.warning(
+                "no Label Studio API key configured (LABEL_STUDIO_API_KEY): pulling and pushing will use "
+                "the token Label Studio sends in /setup, which only works with legacy tokens enabled"
+            )
     except ALBackendError as e:
         typer.echo(f"error: {redact(str(e))}", err=True)
         raise typer.Exit(e.exit_code) from None
@@ -67,10 +72,16 @@ def serve(
         auth.append("basic auth")
     if cfg.server.api_token:
         auth.append("bearer token")
-    log.info("al-backend ML backend on http://%s:%d (auth: %s); Label Studio at %s", cfg.server.host,
-             cfg.server.port, ", ".join(auth) or "none", redact_url(cfg.labelstudio.url))
-    server_config = uvicorn.Config(app, host=cfg.server.host, port=cfg.server.port,
-                                   log_level="debug" if verbose else "info", access_log=verbose)
+    log.info(
+        "al-backend ML backend on http://%s:%d (auth: %s); Label Studio at %s",
+        cfg.server.host,
+        cfg.server.port,
+        ", ".join(auth) or "none",
+        redact_url(cfg.labelstudio.url),
+    )
+    server_config = uvicorn.Config(
+        app, host=cfg.server.host, port=cfg.server.port, log_level="debug" if verbose else "info", access_log=verbose
+    )
     install_logging_filter("uvicorn", "uvicorn.error", "uvicorn.access")  # after uvicorn set up its handlers
     uvicorn.Server(server_config).run()
 
@@ -80,7 +91,9 @@ def check_bind(host: str, cfg, insecure: bool) -> None:
 
     s = cfg.server
     if bool(s.basic_auth_user) != bool(s.basic_auth_pass):
-        raise ConfigError("set both AL_BASIC_AUTH_USER and AL_BASIC_AUTH_PASS ([server] basic_auth_user/pass), or neither")
+        raise ConfigError(
+            "set both AL_BASIC_AUTH_USER and AL_BASIC_AUTH_PASS ([server] basic_auth_user/pass), or neither"
+        )
     if not is_loopback(host) and not auth_from_config(cfg).enabled and not insecure:
         raise ConfigError(
             f"refusing to serve on {host} without authentication: set AL_BASIC_AUTH_USER + AL_BASIC_AUTH_PASS "

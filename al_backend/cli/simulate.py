@@ -54,7 +54,9 @@ def register(app: typer.Typer) -> None:
     @app.command(epilog=EPILOG)
     def simulate(
         data: str = typer.Option(..., "--data", help="Labeled JSONL (text, label) or bbc[:N] / tweets[:N]."),
-        embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Precomputed (n, d) .npy aligned with the rows; skips the model."),
+        embeddings: Optional[Path] = typer.Option(
+            None, "--embeddings", help="Precomputed (n, d) .npy aligned with the rows; skips the model."
+        ),
         strategies: str = typer.Option("random,default", "--strategies", help="Comma-separated strategy specs."),
         seed_size: Optional[int] = typer.Option(None, "--seed-size", help="First labels (default 2 x classes)."),
         batch_size: int = typer.Option(20, "--batch-size", help="Labels per round."),
@@ -65,12 +67,18 @@ def register(app: typer.Typer) -> None:
         reference: Optional[str] = typer.Option(
             None, "--reference", help="The strategy spec reduction ratios are measured against (default: random)."
         ),
-        seed: int = typer.Option(0, "--random-state", "--seed", help="Master random state: splits, seeds and every round's random choices."),
+        seed: int = typer.Option(
+            0, "--random-state", "--seed", help="Master random state: splits, seeds and every round's random choices."
+        ),
         model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="Embedding model (cached)."),
-        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache folder (default .al-state/cache)."),
+        cache_dir: Optional[Path] = typer.Option(
+            None, "--cache-dir", help="Embedding cache folder (default .al-state/cache)."
+        ),
         text_key: str = typer.Option("text", "--text-key"),
         label_key: str = typer.Option("label", "--label-key"),
-        out_dir: Optional[Path] = typer.Option(None, "--out", help="Write result.json, learning_curves.png, report.md here."),
+        out_dir: Optional[Path] = typer.Option(
+            None, "--out", help="Write result.json, learning_curves.png, report.md here."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),
     ) -> None:
         """Oracle simulation: every strategy from the same first labels, learning curves on a held-out split."""
@@ -114,8 +122,13 @@ def register(app: typer.Typer) -> None:
             per_run = 1 + max(0, -(-(end - start) // batch_size))
             total = per_run * repeats * len(cfg.strategies)
             with Progress(
-                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=console, transient=True, disable=as_json,
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+                disable=as_json,
             ) as bar:
                 task = bar.add_task("simulating", total=total)
                 result = run_simulation(

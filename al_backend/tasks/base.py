@@ -69,7 +69,9 @@ class ModelOutputs:
 class TaskType(Protocol):
     name: str
 
-    def check_labels(self, ids: Sequence[str], labels: Sequence[Any], label_set: Sequence[str] | None, source: str) -> None:
+    def check_labels(
+        self, ids: Sequence[str], labels: Sequence[Any], label_set: Sequence[str] | None, source: str
+    ) -> None:
         """Raise InputError naming the first task whose label is malformed or outside label_set."""
         ...
 

@@ -61,7 +61,9 @@ class EstimatorTask(SingleLabel):
     def __init__(self, estimator: Any):
         for attr in ("fit", "predict_proba"):
             if not callable(getattr(estimator, attr, None)):
-                raise InputError(f"head must be a classifier with fit() and predict_proba(); {type(estimator).__name__} has no {attr}()")
+                raise InputError(
+                    f"head must be a classifier with fit() and predict_proba(); {type(estimator).__name__} has no {attr}()"
+                )
         self.estimator = estimator
         self._fitted: dict[str, EstimatorHead] = {}
 

@@ -16,13 +16,17 @@ class SingleLabel:
 
     name = "single_label"
 
-    def check_labels(self, ids: Sequence[str], labels: Sequence[Any], label_set: Sequence[str] | None, source: str) -> None:
+    def check_labels(
+        self, ids: Sequence[str], labels: Sequence[Any], label_set: Sequence[str] | None, source: str
+    ) -> None:
         allowed = set(label_set) if label_set else None
         for tid, lab in zip(ids, labels):
             if lab is None:
                 continue
             if not isinstance(lab, str):
-                raise InputError(f"{source}: task {tid!r} has label {lab!r} of type {type(lab).__name__}; expected text")
+                raise InputError(
+                    f"{source}: task {tid!r} has label {lab!r} of type {type(lab).__name__}; expected text"
+                )
             if allowed is not None and lab not in allowed:
                 raise InputError(f"{source}: task {tid!r} has unknown label {lab!r} (allowed: {sorted(allowed)})")
 

@@ -22,11 +22,18 @@ CANARY = "fuzz-canary-secret-5e1d"
 
 # ------------------------------------------------------------------ generated values
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=30), st.sampled_from(["", " ", "\u200b", "sports", "Sports ", "NaN", "null", "é", "\x00"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(["", " ", "\u200b", "sports", "Sports ", "NaN", "null", "é", "\x00"]),
 )
-json_values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
 vectors = st.one_of(
     st.lists(st.floats(-5, 5, allow_nan=False, width=32), min_size=4, max_size=4),  # the usual case
     st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=6),
@@ -51,8 +58,12 @@ def rows(draw):
 
 
 def good_row(i: int) -> dict:
-    return {"id": f"g{i}", "text": f"good text {i}", "v": [float(i % 3), float(i % 5), 1.0, -float(i % 2)],
-            **({"label": "ab"[i % 2]} if i < 4 else {})}
+    return {
+        "id": f"g{i}",
+        "text": f"good text {i}",
+        "v": [float(i % 3), float(i % 5), 1.0, -float(i % 2)],
+        **({"label": "ab"[i % 2]} if i < 4 else {}),
+    }
 
 
 def _json_line(row: dict) -> bytes:
@@ -82,12 +93,27 @@ def _cell(value) -> str:
 @st.composite
 def csv_files(draw) -> bytes:
     delim = draw(st.sampled_from([",", ";", "\t", "|"]))
-    header = draw(st.sampled_from([["id", "text", "label", "v"], ["id", "text", "v"], ["ident", "body"],
-                                   ["id", "id", "text", "v"], [" id ", "text ", "v"]]))
+    header = draw(
+        st.sampled_from(
+            [
+                ["id", "text", "label", "v"],
+                ["id", "text", "v"],
+                ["ident", "body"],
+                ["id", "id", "text", "v"],
+                [" id ", "text ", "v"],
+            ]
+        )
+    )
     out = [delim.join(header)]
     for i in range(draw(st.integers(0, 10))):
-        cells = {"id": f"c{i}", "ident": f"c{i}", "text": f"row {i}", "body": "b", "label": "ab"[i % 2] if i < 4 else "",
-                 "v": json.dumps([float(i % 3), 1.0, float(i % 4), 0.5])}
+        cells = {
+            "id": f"c{i}",
+            "ident": f"c{i}",
+            "text": f"row {i}",
+            "body": "b",
+            "label": "ab"[i % 2] if i < 4 else "",
+            "v": json.dumps([float(i % 3), 1.0, float(i % 4), 0.5]),
+        }
         row = [cells.get(h.strip(), "") for h in header]
         if draw(st.integers(0, 4)) == 0:  # a damaged row
             row = [_cell(draw(json_values)) for _ in range(draw(st.integers(0, len(header) + 1)))]
@@ -152,12 +178,39 @@ CONFIG_KEYS = {
 }
 SECRET_KEYS = {"api_key", "url", "api_url", "basic_auth_pass", "api_token"}
 toml_values = st.one_of(
-    st.integers(-3, 40), st.floats(-2, 2, allow_nan=False), st.booleans(),
-    st.sampled_from(['"margin"', '"random"', '"kcenter"', '"none"', '"balanced"', '"cpu"', '""', '"nope"',
-                     "[1, 2]", "nan", "inf", '"1e400"', "2026-01-01", '{ a = 1 }']),
+    st.integers(-3, 40),
+    st.floats(-2, 2, allow_nan=False),
+    st.booleans(),
+    st.sampled_from(
+        [
+            '"margin"',
+            '"random"',
+            '"kcenter"',
+            '"none"',
+            '"balanced"',
+            '"cpu"',
+            '""',
+            '"nope"',
+            "[1, 2]",
+            "nan",
+            "inf",
+            '"1e400"',
+            "2026-01-01",
+            "{ a = 1 }",
+        ]
+    ),
 )
-secret_values = st.sampled_from([f'"{CANARY}"', f'"http://u:{CANARY}@127.0.0.1:9"', f'["{CANARY}"]',
-                                 f'{{ k = "{CANARY}" }}', f'"http://u:{CANARY}@h"', "3", "[1]"])
+secret_values = st.sampled_from(
+    [
+        f'"{CANARY}"',
+        f'"http://u:{CANARY}@127.0.0.1:9"',
+        f'["{CANARY}"]',
+        f'{{ k = "{CANARY}" }}',
+        f'"http://u:{CANARY}@h"',
+        "3",
+        "[1]",
+    ]
+)
 
 
 @st.composite
@@ -169,7 +222,9 @@ def toml_configs(draw) -> str:
             v = draw(secret_values if key in SECRET_KEYS else toml_values)
             lines.append(f"{key} = {str(v).lower() if isinstance(v, bool) else v}")
     if draw(st.integers(0, 9)) == 0:
-        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["[[broken", "key without value", "= 3", "\x00"])))
+        lines.insert(
+            draw(st.integers(0, len(lines))), draw(st.sampled_from(["[[broken", "key without value", "= 3", "\x00"]))
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -213,8 +268,20 @@ def test_nasty_files_in_a_real_process(tmp_path, name):
     inp = tmp_path / name
     inp.write_bytes(content)
     out = tmp_path / "ranked.jsonl"
-    p = cli_process(["prioritize", "--input", inp, "--output", out, "--state", tmp_path / "s.sqlite",
-                     *(["--skip-invalid"] if skip else [])], cwd=tmp_path, timeout=120)
+    p = cli_process(
+        [
+            "prioritize",
+            "--input",
+            inp,
+            "--output",
+            out,
+            "--state",
+            tmp_path / "s.sqlite",
+            *(["--skip-invalid"] if skip else []),
+        ],
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert p.returncode == 3, (p.returncode, p.stderr)
     last = p.stderr.strip().splitlines()[-1]
     assert "Traceback" not in p.stderr and last.startswith("error: ") and str(inp) in last, p.stderr

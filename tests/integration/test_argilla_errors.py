@@ -109,9 +109,22 @@ def test_cli_exit_code_and_message_for_a_wrong_key(argilla_server, ws, dataset, 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGILLA_", "AL_"))}
     env.update(ARGILLA_API_URL=argilla_server.url, ARGILLA_API_KEY=key)
     done = subprocess.run(
-        [sys.executable, "-c", "from al_backend.cli.main import app; app()", "argilla", "check",
-         "--dataset", dataset, "--workspace", ws],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from al_backend.cli.main import app; app()",
+            "argilla",
+            "check",
+            "--dataset",
+            dataset,
+            "--workspace",
+            ws,
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 5, done.stderr[-2000:]
     assert "rejected the API key" in done.stderr and key not in done.stdout + done.stderr

@@ -29,8 +29,10 @@ pytestmark = [pytest.mark.argilla, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 N_RECORDS = 200
 SEED_LABELS = 3  # per class, submitted by the annotator before the first round
-USER_GUIDELINES = ("# How to label\n\nPick the *topic* of the paragraph.\r\nIf two fit, pick the first in the list.\n\n"
-                   "<!-- reviewer: Ana -->\n")
+USER_GUIDELINES = (
+    "# How to label\n\nPick the *topic* of the paragraph.\r\nIf two fit, pick the first in the list.\n\n"
+    "<!-- reviewer: Ana -->\n"
+)
 
 
 def bbc_records(n: int = N_RECORDS, seed: int = 7):
@@ -44,15 +46,24 @@ def bbc_records(n: int = N_RECORDS, seed: int = 7):
             rows.append(int(i))
     rng.shuffle(rows)
     return [
-        {"id": f"bbc-{i:05d}", "text": texts[i], "truth": labels[i], "metadata": {"source": f"bbc/{labels[i]}", "doc": i, "note": f"para {i}"}}
+        {
+            "id": f"bbc-{i:05d}",
+            "text": texts[i],
+            "truth": labels[i],
+            "metadata": {"source": f"bbc/{labels[i]}", "doc": i, "note": f"para {i}"},
+        }
         for i in rows
     ]
 
 
 def make_config(stack, dataset: str, workspace: str, state: Path, **argilla):
     overrides = {
-        "argilla.api_url": stack.url, "argilla.api_key": stack.api_key, "argilla.dataset": dataset,
-        "argilla.workspace": workspace, "state.path": str(state), "strategy.batch_size": 20,
+        "argilla.api_url": stack.url,
+        "argilla.api_key": stack.api_key,
+        "argilla.dataset": dataset,
+        "argilla.workspace": workspace,
+        "state.path": str(state),
+        "strategy.batch_size": 20,
     }
     overrides.update({f"argilla.{k}": v for k, v in argilla.items()})
     return load_config(None, env={}, overrides=overrides)
@@ -68,7 +79,11 @@ def server_records(stack, dataset: str, workspace: str) -> dict[str, dict]:
             "status": str(r.status),
             "metadata": dict(r.metadata),
             "suggestion": sug[0] if sug else None,
-            "labels": [x.value for x in r.responses if x.question_name == "label" and str(getattr(x.status, "value", x.status)) == "submitted"],
+            "labels": [
+                x.value
+                for x in r.responses
+                if x.question_name == "label" and str(getattr(x.status, "value", x.status)) == "submitted"
+            ],
         }
     return out
 
@@ -83,7 +98,10 @@ def project(argilla_server, tmp_path_factory):
     name = f"bbc-{uuid.uuid4().hex[:6]}"
     records = bbc_records()
     ds = stack.create_dataset(
-        name, ws, records, BBC_CLASSES,
+        name,
+        ws,
+        records,
+        BBC_CLASSES,
         metadata_properties=[rg.TermsMetadataProperty(name="source"), rg.IntegerMetadataProperty(name="doc")],
     )
     with stack.http() as http:  # the owner's own guidelines, which the stopping note must leave as they are
@@ -96,8 +114,19 @@ def project(argilla_server, tmp_path_factory):
     stack.submit(annotator, ds, seed)
     state = tmp_path_factory.mktemp("argilla-state") / "project.sqlite"
     cfg = make_config(stack, name, ws, state)
-    return {"stack": stack, "ws": ws, "name": name, "records": records, "truth": {r["id"]: r["truth"] for r in records},
-            "annotator": annotator, "seed": seed, "cfg": cfg, "ds": ds, "state": state, "rounds": []}
+    return {
+        "stack": stack,
+        "ws": ws,
+        "name": name,
+        "records": records,
+        "truth": {r["id"]: r["truth"] for r in records},
+        "annotator": annotator,
+        "seed": seed,
+        "cfg": cfg,
+        "ds": ds,
+        "state": state,
+        "rounds": [],
+    }
 
 
 def run_round(project):
@@ -120,7 +149,10 @@ def test_01_round_writes_priorities_to_every_pending_record(project):
     assert len(pending) == N_RECORDS - len(project["seed"]) == len(ranking)
     assert set(ranking.ids) == pending  # the pool's unlabeled rows are exactly the pending records
     # the metadata properties were added to the existing dataset, with the types the UI sorts by
-    props = {p.name: type(p).__name__ for p in stack.client().datasets(name=project["name"], workspace=project["ws"]).settings.metadata}
+    props = {
+        p.name: type(p).__name__
+        for p in stack.client().datasets(name=project["name"], workspace=project["ws"]).settings.metadata
+    }
     assert props["al_priority"] == "FloatMetadataProperty"
     assert props["al_rank"] == props["al_round"] == props["al_cluster"] == "IntegerMetadataProperty"
     for i, rid in enumerate(ranking.ids):
@@ -155,7 +187,7 @@ def test_01b_stopping_note_in_the_guidelines(project):
     assert decision is not None and decision["stop"] is False  # one round with a model: too early to stop
     guidelines = dataset_json(project)["guidelines"]
     assert guidelines.startswith(USER_GUIDELINES + "\n" + NOTE_BEGIN) and guidelines.endswith(NOTE_END)
-    note = guidelines[len(USER_GUIDELINES) + 1:]
+    note = guidelines[len(USER_GUIDELINES) + 1 :]
     assert f"Keep labeling (round {ranking.round_id}, {len(project['seed'])} labels): " in note
     assert decision["reason"] in note and "\n" not in note.split("\n\n")[1]  # one line between the markers
     assert project["stack"].api_key not in guidelines and project["stack"].url not in guidelines
@@ -174,8 +206,12 @@ def test_01b_stopping_note_in_the_guidelines(project):
         edited = "Read this first.\n\n" + guidelines + "\n\nA later addition."
         with project["stack"].http() as http:
             http.patch(f"/api/v1/datasets/{connector.dataset.id}", json={"guidelines": edited}).raise_for_status()
-        stop = {"stop": True, "criterion": "budget", "reason": "15 labels reached the budget of 15",
-                "evidence": {"labels": 15, "budget": 15}}
+        stop = {
+            "stop": True,
+            "criterion": "budget",
+            "reason": "15 labels reached the budget of 15",
+            "evidence": {"labels": 15, "budget": 15},
+        }
         report = connector.push(dataclasses.replace(ranking, stopping=stop))
         assert report.pushed == 0  # the records already hold this ranking
         assert len(proxy.events("PATCH", r"^/api/v1/datasets/")) == 1
@@ -183,8 +219,9 @@ def test_01b_stopping_note_in_the_guidelines(project):
         assert now.count(NOTE_BEGIN) == 1 and now.count(NOTE_END) == 1
         assert now.startswith("Read this first.\n\n" + USER_GUIDELINES + "\n" + NOTE_BEGIN)
         assert now.endswith(NOTE_END + "\n\nA later addition.")
-        assert (f"You can stop labeling (round {ranking.round_id}, 15 labels): budget: 15 labels reached the budget "
-                "of 15") in now and "Keep labeling" not in now
+        assert (
+            f"You can stop labeling (round {ranking.round_id}, 15 labels): budget: 15 labels reached the budget of 15"
+        ) in now and "Keep labeling" not in now
         connector.push(dataclasses.replace(ranking, stopping=stop))
         assert len(proxy.events("PATCH", r"^/api/v1/datasets/")) == 1  # unchanged: not written again
 
@@ -248,8 +285,10 @@ def test_05b_an_interrupted_push_is_completed_by_the_next_run(project):
     ids = stack.record_ids(ds)
     own = {r["id"]: r["metadata"] for r in project["records"]}
     with stack.http() as http:
-        http.put(f"/api/v1/datasets/{ds.id}/records/bulk",
-                 json={"items": [{"id": ids[rid], "metadata": own[rid]} for rid in lost]}).raise_for_status()
+        http.put(
+            f"/api/v1/datasets/{ds.id}/records/bulk",
+            json={"items": [{"id": ids[rid], "metadata": own[rid]} for rid in lost]},
+        ).raise_for_status()
     with Store.open(project["state"], create=False) as store:
         last = store.last_round().round_id
         store.set_push_progress(last, connector.describe(), 1, 3)
@@ -339,8 +378,13 @@ def test_08_vector_field_receives_the_embeddings(project, argilla_server, tmp_pa
     stack = argilla_server
     name = f"vec-{uuid.uuid4().hex[:6]}"
     records = project["records"][:40]
-    stack.create_dataset(name, project["ws"], records, BBC_CLASSES,
-                              metadata_properties=[rg.TermsMetadataProperty(name="source"), rg.IntegerMetadataProperty(name="doc")])
+    stack.create_dataset(
+        name,
+        project["ws"],
+        records,
+        BBC_CLASSES,
+        metadata_properties=[rg.TermsMetadataProperty(name="source"), rg.IntegerMetadataProperty(name="doc")],
+    )
     cfg = make_config(stack, name, project["ws"], tmp_path / "vec.sqlite", vector_field="al_embedding")
     result = run_project_round(cfg, ArgillaConnector.from_config(cfg), progress=False)
     ds = stack.client().datasets(name=name, workspace=project["ws"])  # reloaded: the schema gained a vector field
@@ -371,8 +415,19 @@ def test_09_cli_prioritize_and_watch(project, tmp_path):
     with Store.open(state, create=False) as store:
         last = store.last_round().round_id
     base = [sys.executable, "-c", "from al_backend.cli.main import app; app()"]
-    cmd = [*base, "prioritize", "--source", "argilla", "--dataset", project["name"], "--workspace", project["ws"],
-           "--state", str(state), "--json"]
+    cmd = [
+        *base,
+        "prioritize",
+        "--source",
+        "argilla",
+        "--dataset",
+        project["name"],
+        "--workspace",
+        project["ws"],
+        "--state",
+        str(state),
+        "--json",
+    ]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
@@ -380,8 +435,23 @@ def test_09_cli_prioritize_and_watch(project, tmp_path):
     assert summary["pushed"] == summary["ranked"] > 0
     assert stack.api_key not in done.stdout + done.stderr
 
-    watch = [*base, "argilla", "watch", "--dataset", project["name"], "--workspace", project["ws"], "--state", str(state),
-             "--every", "1", "--min-new", "3", "--max-rounds", "1"]
+    watch = [
+        *base,
+        "argilla",
+        "watch",
+        "--dataset",
+        project["name"],
+        "--workspace",
+        project["ws"],
+        "--state",
+        str(state),
+        "--every",
+        "1",
+        "--min-new",
+        "3",
+        "--max-rounds",
+        "1",
+    ]
     done = subprocess.run(watch, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"round {last + 2} (initial" in done.stderr and "stopped after 1 rounds" in done.stderr, done.stderr[-2000:]

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def run(*args, cwd, check=True):
-    p = subprocess.run([str(EXE), *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "COLUMNS": "200"})
+    p = subprocess.run(
+        [str(EXE), *args], cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"}
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
     return p
@@ -43,8 +44,21 @@ def test_quickstart_as_in_readme(tmp_path):
     lab = tmp_path / "labels.csv"
     truth = {r["id"]: None for r in rows[:5]}
     lab.write_text("id,label\n" + "".join(f"{i},sports\n" for i in truth))
-    out = json.loads(run("prioritize", "--input", "examples/tasks.jsonl", "--labels", "labels.csv", "--output",
-                         "ranked.jsonl", "--batch-size", "5", "--json", cwd=tmp_path).stdout)
+    out = json.loads(
+        run(
+            "prioritize",
+            "--input",
+            "examples/tasks.jsonl",
+            "--labels",
+            "labels.csv",
+            "--output",
+            "ranked.jsonl",
+            "--batch-size",
+            "5",
+            "--json",
+            cwd=tmp_path,
+        ).stdout
+    )
     assert out["embedded"] == 0 and out["labeled"] == len(tasks) - len(unlabeled) + 5
     assert out["round"] == 2 and len(out["batch"]) == 5 and not set(out["batch"]) & set(truth)
 
@@ -63,8 +77,18 @@ def test_bad_input_exits_non_zero_and_writes_nothing(tmp_path):
     p = run("prioritize", "--input", str(bad), "--config", str(cfg), cwd=tmp_path, check=False)
     assert p.returncode == 2 and "unknown key 'batch_sise' in [strategy]" in p.stderr
 
-    p = run("prioritize", "--input", str(bad), "--output", "ranked.jsonl", "--skip-invalid", "--batch-size", "1",
-            cwd=tmp_path, check=False)
+    p = run(
+        "prioritize",
+        "--input",
+        str(bad),
+        "--output",
+        "ranked.jsonl",
+        "--skip-invalid",
+        "--batch-size",
+        "1",
+        cwd=tmp_path,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr
     assert "skipped 1 invalid rows" in p.stderr
     assert len((tmp_path / "ranked.jsonl").read_text().splitlines()) == 1

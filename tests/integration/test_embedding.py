@@ -10,7 +10,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_cache_counts_encoder_calls(tmp_path):
-    texts = ["The striker scored twice.", "Shares fell sharply today.", "The striker scored twice.", "A new phone chip."]
+    texts = [
+        "The striker scored twice.",
+        "Shares fell sharply today.",
+        "The striker scored twice.",
+        "A new phone chip.",
+    ]
     with Store.open(tmp_path / "s.sqlite") as store:
         e1 = Embedder("all-MiniLM-L6-v2", store, progress=False)
         X1 = e1.embed(texts)

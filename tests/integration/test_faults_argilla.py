@@ -59,10 +59,18 @@ def small_bulks(monkeypatch):
 
 
 def config(dataset, url: str):
-    return load_config(None, env={}, overrides={
-        "argilla.api_url": url, "argilla.api_key": dataset["stack"].api_key, "argilla.dataset": dataset["name"],
-        "argilla.workspace": dataset["ws"], "state.path": str(dataset["state"]), "strategy.batch_size": 10,
-    })
+    return load_config(
+        None,
+        env={},
+        overrides={
+            "argilla.api_url": url,
+            "argilla.api_key": dataset["stack"].api_key,
+            "argilla.dataset": dataset["name"],
+            "argilla.workspace": dataset["ws"],
+            "state.path": str(dataset["state"]),
+            "strategy.batch_size": 10,
+        },
+    )
 
 
 def run_round(dataset, url: str, *, timeout: float = 120.0, retries: int = 3):
@@ -104,8 +112,19 @@ def rounds(state) -> list:
 def test_server_down_before_a_round_exits_5_names_the_call_and_records_nothing(dataset, proxy):
     proxy.go_down()
     env = cli_env(ARGILLA_API_URL=proxy.url, ARGILLA_API_KEY=dataset["stack"].api_key)
-    args = ["prioritize", "--source", "argilla", "--dataset", dataset["name"], "--workspace", dataset["ws"],
-            "--state", str(dataset["state"]), "--log-format", "json"]
+    args = [
+        "prioritize",
+        "--source",
+        "argilla",
+        "--dataset",
+        dataset["name"],
+        "--workspace",
+        dataset["ws"],
+        "--state",
+        str(dataset["state"]),
+        "--log-format",
+        "json",
+    ]
     done = subprocess.run(al_backend_cmd(*args), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 5, done.stderr
     assert "GET /api/v1/me" in done.stderr and "cannot connect" in done.stderr and "after 4 attempts" in done.stderr

@@ -102,8 +102,17 @@ def assert_served_exactly(label_studio, project, round_id: int) -> None:
 def test_server_down_before_a_round_exits_5_names_the_call_and_records_nothing(label_studio, project, proxy):
     proxy.go_down()
     env = cli_env(LABEL_STUDIO_URL=proxy.url, LABEL_STUDIO_API_KEY=label_studio.legacy_token)
-    args = ["prioritize", "--source", "labelstudio", "--project", str(project["id"]), "--state", str(project["state"]),
-            "--log-format", "json"]
+    args = [
+        "prioritize",
+        "--source",
+        "labelstudio",
+        "--project",
+        str(project["id"]),
+        "--state",
+        str(project["state"]),
+        "--log-format",
+        "json",
+    ]
     done = subprocess.run(al_backend_cmd(*args), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 5, done.stderr
     assert f"GET /api/projects/{project['id']}/" in done.stderr and "cannot connect" in done.stderr
@@ -141,7 +150,8 @@ def test_dry_run_ranks_but_writes_nothing_to_label_studio_or_the_state(label_stu
 
 # ---------------------------------------------------------------------------------------------- lost mid-push
 def test_answer_lost_after_label_studio_applied_the_import_next_run_completes_without_duplicates(
-        label_studio, project, proxy):
+    label_studio, project, proxy
+):
     """The worst moment: Label Studio stored the predictions, the answer never came back."""
     proxy.add(Rule(action="drop_response", method="POST", path=IMPORT, count=1))
     with pytest.raises(ConnectorError, match=r"import predictions \(POST /api/projects/\d+/import/predictions\)"):
@@ -166,8 +176,11 @@ def test_connection_lost_between_chunks_next_run_replaces_the_partial_push(label
         run_round(proxy.url, label_studio, project, push_chunk=20)
     assert [e.outcome for e in proxy.events("POST", IMPORT)] == ["pass", "drop"]
     version = rounds(project["state"])[0].model_version
-    partial = [p for p in label_studio.api("GET", "/api/predictions/", params={"project": project["id"]})
-               if p["model_version"] == version]
+    partial = [
+        p
+        for p in label_studio.api("GET", "/api/predictions/", params={"project": project["id"]})
+        if p["model_version"] == version
+    ]
     assert len(partial) == 20  # half a ranking sits in Label Studio, not served (model_version not switched)
 
     proxy.clear()

@@ -39,8 +39,20 @@ IMPORT = r"/import/predictions$"
 
 # ---------------------------------------------------------------------------------------------- helpers
 def ls_args(project, *extra: str) -> list[str]:
-    return al_backend_cmd("prioritize", "--source", "labelstudio", "--project", str(project["id"]),
-                          "--state", str(project["state"]), "--batch-size", "10", "--log-format", "json", *extra)
+    return al_backend_cmd(
+        "prioritize",
+        "--source",
+        "labelstudio",
+        "--project",
+        str(project["id"]),
+        "--state",
+        str(project["state"]),
+        "--batch-size",
+        "10",
+        "--log-format",
+        "json",
+        *extra,
+    )
 
 
 def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -93,8 +105,13 @@ def test_kill_9_while_pushing_then_rerun_completes_without_duplicates(label_stud
     summary = json.loads(done.stdout)
     assert summary["resumed_round"] == 1
     assert_served_exactly(label_studio, project, summary["round"])
-    status = subprocess.run(al_backend_cmd("status", "--state", str(project["state"]), "--json"),
-                            env=env, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        al_backend_cmd("status", "--state", str(project["state"]), "--json"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0 and json.loads(status.stdout)["rounds"] == summary["round"]
 
 
@@ -143,8 +160,18 @@ def file_inputs(tmp_path_factory):
 
 
 def file_run(vectors: Path, workdir: Path, state: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = al_backend_cmd("prioritize", "--input", str(TASKS), "--vectors", str(vectors),
-                         "--output", str(workdir / "ranked.jsonl"), "--state", str(state), *extra)
+    cmd = al_backend_cmd(
+        "prioritize",
+        "--input",
+        str(TASKS),
+        "--vectors",
+        str(vectors),
+        "--output",
+        str(workdir / "ranked.jsonl"),
+        "--state",
+        str(state),
+        *extra,
+    )
     return subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=120, cwd=workdir)
 
 
@@ -177,7 +204,7 @@ def make_corrupt_pages(path: Path, good: Path) -> None:
     data = bytearray(good.read_bytes())
     page = int.from_bytes(data[16:18], "big") or 65536
     for p in range(1, len(data) // page):
-        data[p * page:(p + 1) * page] = b"\xde\xad\xbe\xef" * (page // 4)
+        data[p * page : (p + 1) * page] = b"\xde\xad\xbe\xef" * (page // 4)
     path.write_bytes(bytes(data))
 
 
@@ -194,8 +221,14 @@ def make_newer_schema(path: Path, good: Path) -> None:
     con.close()
 
 
-DAMAGE = {"garbage": make_garbage, "foreign_sqlite": make_foreign_sqlite, "other_app": make_other_app,
-          "corrupt_pages": make_corrupt_pages, "truncated": make_truncated, "newer_schema": make_newer_schema}
+DAMAGE = {
+    "garbage": make_garbage,
+    "foreign_sqlite": make_foreign_sqlite,
+    "other_app": make_other_app,
+    "corrupt_pages": make_corrupt_pages,
+    "truncated": make_truncated,
+    "newer_schema": make_newer_schema,
+}
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
@@ -212,8 +245,13 @@ def test_a_corrupted_or_foreign_state_is_refused_untouched_with_the_way_to_recov
     else:
         assert "not a usable al-backend state file" in done.stderr and "Nothing was changed" in done.stderr
         assert "Move it aside" in done.stderr and "rebuilds its state" in done.stderr
-    status = subprocess.run(al_backend_cmd("status", "--state", str(bad), "--json"), env=cli_env(),
-                            capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        al_backend_cmd("status", "--state", str(bad), "--json"),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 4 and json.loads(status.stdout)["error"] == "StateError"
     assert sha(bad) == before, "the refused file was modified"
     assert not (tmp_path / "ranked.jsonl").exists()  # no output from a refused state

@@ -16,9 +16,16 @@ pytestmark = pytest.mark.labelstudio
 def ranking_for(ids: list[str], version: str, predicted: list[str | None] | None = None, batch: int = 5) -> Ranking:
     n = len(ids)
     return Ranking(
-        ids=list(ids), priority=Ranking.priorities(n), batch_size=min(batch, n), components={},
-        predicted=predicted or [None] * n, confidence=np.full(n, np.nan), cluster=np.full(n, -1),
-        round_id=1, model_version=version, strategy="margin",
+        ids=list(ids),
+        priority=Ranking.priorities(n),
+        batch_size=min(batch, n),
+        components={},
+        predicted=predicted or [None] * n,
+        confidence=np.full(n, np.nan),
+        cluster=np.full(n, -1),
+        round_id=1,
+        model_version=version,
+        strategy="margin",
     )
 
 
@@ -145,8 +152,10 @@ def test_unreachable_server_and_unknown_project(label_studio):
 
 
 def test_unsupported_label_config_is_a_clear_error(label_studio):
-    xml = ('<View><Image name="img" value="$image"/>'
-           '<Choices name="c" toName="img"><Choice value="a"/><Choice value="b"/></Choices></View>')
+    xml = (
+        '<View><Image name="img" value="$image"/>'
+        '<Choices name="c" toName="img"><Choice value="a"/><Choice value="b"/></Choices></View>'
+    )
     pid = label_studio.create_project([], title="image project", label_config=xml)
     with pytest.raises(UnsupportedLabelConfig, match=r"Choices name='c'.*over <Image") as e:
         connector(label_studio, pid).pull()
@@ -165,14 +174,23 @@ def test_multiple_choice_and_hypertext(label_studio, bbc_texts):
     row = pool.ids.index(str(ids[0]))
     assert pool.labels[row] == "tech"  # the most voted choice
     assert pool.meta[row]["annotation_labels"] == ["tech|business", "tech"]
-    assert pool.texts[1] == " ".join(bbc_texts[1][0].split()) and "<" not in pool.texts[1] and "var x" not in pool.texts[1]
+    assert (
+        pool.texts[1] == " ".join(bbc_texts[1][0].split()) and "<" not in pool.texts[1] and "var x" not in pool.texts[1]
+    )
 
 
-KEEP = {"stop": False, "criterion": "stabilizing_predictions",
-        "reason": "mean kappa 0.962 < 0.99 over the last 3 rounds (0.950, 0.960, 0.975)",
-        "evidence": {"threshold": 0.99, "window": 3, "kappas": [0.95, 0.96, 0.975], "mean_kappa": 0.962}}
-STOP = {"stop": True, "criterion": "budget", "reason": "3 labels reached the budget of 3",
-        "evidence": {"labels": 3, "budget": 3}}
+KEEP = {
+    "stop": False,
+    "criterion": "stabilizing_predictions",
+    "reason": "mean kappa 0.962 < 0.99 over the last 3 rounds (0.950, 0.960, 0.975)",
+    "evidence": {"threshold": 0.99, "window": 3, "kappas": [0.95, 0.96, 0.975], "mean_kappa": 0.962},
+}
+STOP = {
+    "stop": True,
+    "criterion": "budget",
+    "reason": "3 labels reached the budget of 3",
+    "evidence": {"labels": 3, "budget": 3},
+}
 
 
 def test_stopping_note_in_the_project_description(label_studio, bbc_texts):
@@ -197,11 +215,13 @@ def test_stopping_note_in_the_project_description(label_studio, bbc_texts):
         unlabeled = [i for i, lab in zip(pool.ids, pool.labels) if lab is None]
         first = dataclasses.replace(ranking_for(unlabeled, "al-note-v1"), round_id=12, stopping=KEEP)
         report = c.push(first)
-        line = (f"{NOTE_MARK} Keep labeling (round 12, 3 labels): stabilizing_predictions: mean kappa 0.962 < 0.99 "
-                "over the last 3 rounds (0.950, 0.960, 0.975)")
+        line = (
+            f"{NOTE_MARK} Keep labeling (round 12, 3 labels): stabilizing_predictions: mean kappa 0.962 < 0.99 "
+            "over the last 3 rounds (0.950, 0.960, 0.975)"
+        )
         proj = label_studio.project(pid)
         assert proj["description"] == f"{line}\n\n{user}"
-        assert report.details["stopping_note"] == line[len(NOTE_MARK) + 1:]
+        assert report.details["stopping_note"] == line[len(NOTE_MARK) + 1 :]
         # one PATCH switched the project and wrote the note
         assert len(proxy.events("PATCH", r"^/api/projects/")) == 1
         assert proj["sampling"] == "Uncertainty sampling" and proj["model_version"] == "al-note-v1"

@@ -63,12 +63,18 @@ def backend(label_studio, tmp_path_factory):
     work = tmp_path_factory.mktemp("al-serve")
     port = free_port()
     log_path = work / "serve.log"
-    env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url,
-           "LABEL_STUDIO_API_KEY": label_studio.personal_access_token(),
-           "AL_BASIC_AUTH_USER": AL_USER, "AL_BASIC_AUTH_PASS": AL_PASS, "AL_API_TOKEN": SERVER_TOKEN,
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [*AL_BACKEND, "serve", "--port", str(port),
-           "--state", str(work / "ls-{project}.sqlite")]
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.personal_access_token(),
+        "AL_BASIC_AUTH_USER": AL_USER,
+        "AL_BASIC_AUTH_PASS": AL_PASS,
+        "AL_API_TOKEN": SERVER_TOKEN,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    cmd = [*AL_BACKEND, "serve", "--port", str(port), "--state", str(work / "ls-{project}.sqlite")]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -87,10 +93,20 @@ def backend(label_studio, tmp_path_factory):
 
 
 def connect(label_studio, backend: Backend, project: int) -> dict:
-    return label_studio.api("POST", "/api/ml", json={
-        "url": backend.url, "project": project, "title": "al-backend", "is_interactive": False,
-        "auth_method": "BASIC_AUTH", "basic_auth_user": AL_USER, "basic_auth_pass": AL_PASS, "timeout": 100,
-    })
+    return label_studio.api(
+        "POST",
+        "/api/ml",
+        json={
+            "url": backend.url,
+            "project": project,
+            "title": "al-backend",
+            "is_interactive": False,
+            "auth_method": "BASIC_AUTH",
+            "basic_auth_user": AL_USER,
+            "basic_auth_pass": AL_PASS,
+            "timeout": 100,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +201,11 @@ def test_predict_endpoint_returns_one_result_per_task_in_order(label_studio, bac
     pid = loop_project["id"]
     proj = label_studio.project(pid)
     preds = label_studio.api("GET", "/api/predictions/", params={"project": pid})
-    pushed = {p["task"]: p["result"][0]["value"]["choices"][0] for p in preds
-              if p["model_version"] == proj["model_version"] and p["result"]}
+    pushed = {
+        p["task"]: p["result"][0]["value"]["choices"][0]
+        for p in preds
+        if p["model_version"] == proj["model_version"] and p["result"]
+    }
     assert len(set(pushed.values())) >= 3
     by_class: dict[str, int] = {}
     for task, choice in sorted(pushed.items()):
@@ -194,8 +213,9 @@ def test_predict_endpoint_returns_one_result_per_task_in_order(label_studio, bac
     sample = list(by_class.items())[:3]
     tasks = [label_studio.api("GET", f"/api/tasks/{task}/") for _, task in sample]
     tasks.insert(1, {"id": 999999, "data": {"text": "   "}})
-    r = backend.http.post("/predict", json={"tasks": tasks, "project": f"{pid}.1700000000",
-                                           "label_config": proj["label_config"]})
+    r = backend.http.post(
+        "/predict", json={"tasks": tasks, "project": f"{pid}.1700000000", "label_config": proj["label_config"]}
+    )
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert len(results) == 4
@@ -233,13 +253,23 @@ def test_auth_is_required_and_both_kinds_are_accepted(backend):
 
 
 def test_unsupported_label_config_is_refused_at_connect(label_studio, backend):
-    xml = ('<View><Image name="img" value="$image"/>'
-           '<Choices name="c" toName="img"><Choice value="a"/><Choice value="b"/></Choices></View>')
+    xml = (
+        '<View><Image name="img" value="$image"/>'
+        '<Choices name="c" toName="img"><Choice value="a"/><Choice value="b"/></Choices></View>'
+    )
     pid = label_studio.create_project([], title="image project for ml", label_config=xml)
     with label_studio.client() as c:
-        r = c.post("/api/ml", json={"url": backend.url, "project": pid, "title": "al-backend",
-                                    "auth_method": "BASIC_AUTH", "basic_auth_user": AL_USER,
-                                    "basic_auth_pass": AL_PASS})
+        r = c.post(
+            "/api/ml",
+            json={
+                "url": backend.url,
+                "project": pid,
+                "title": "al-backend",
+                "auth_method": "BASIC_AUTH",
+                "basic_auth_user": AL_USER,
+                "basic_auth_pass": AL_PASS,
+            },
+        )
     # Label Studio refuses the connection because /setup answered 400; it shows its own words, not our body ...
     assert r.status_code == 400 and "/setup" in r.text and "400" in r.text
     assert label_studio.api("GET", "/api/ml", params={"project": pid}) == []
@@ -254,10 +284,24 @@ def test_prioritize_repeated_without_new_annotations_pushes_the_same_ranking(lab
     ids = label_studio.import_tasks(pid, [t for t, _ in bbc_texts])
     for tid, (_, cls) in list(zip(ids, bbc_texts))[:15]:
         label_studio.annotate(tid, cls)
-    env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.legacy_token,
-           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [*AL_BACKEND, "prioritize", "--source", "labelstudio", "--project",
-           str(pid), "--state", str(tmp_path / "cron.sqlite"), "--json"]
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.legacy_token,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    cmd = [
+        *AL_BACKEND,
+        "prioritize",
+        "--source",
+        "labelstudio",
+        "--project",
+        str(pid),
+        "--state",
+        str(tmp_path / "cron.sqlite"),
+        "--json",
+    ]
     runs = []
     for _ in range(2):
         p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -46,9 +46,26 @@ def test_simulate_cli_json_curves_and_report_files(labeled_jsonl, cache_dir, tmp
     out_dir = tmp_path / "report"
     strategies = ["random", "default", "margin+eps=0.2+start=random", "entropy+uncalibrated"]
     args = [
-        "simulate", "--data", str(data), "--strategies", ",".join(strategies), "--batch-size", "20",
-        "--budget", "66", "--repeats", "2", "--test-fraction", "0.3", "--label-noise", "0.1",
-        "--cache-dir", str(cache_dir), "--out", str(out_dir), "--json",
+        "simulate",
+        "--data",
+        str(data),
+        "--strategies",
+        ",".join(strategies),
+        "--batch-size",
+        "20",
+        "--budget",
+        "66",
+        "--repeats",
+        "2",
+        "--test-fraction",
+        "0.3",
+        "--label-noise",
+        "0.1",
+        "--cache-dir",
+        str(cache_dir),
+        "--out",
+        str(out_dir),
+        "--json",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -98,9 +115,13 @@ def test_simulate_cli_rejects_bad_options_cleanly(labeled_jsonl, cache_dir):
         pass
 
     runner = CliRunner()
-    bad_strategy = runner.invoke(app, ["simulate", "--data", str(data), "--strategies", "margin+eps=2", "--cache-dir", str(cache_dir)])
+    bad_strategy = runner.invoke(
+        app, ["simulate", "--data", str(data), "--strategies", "margin+eps=2", "--cache-dir", str(cache_dir)]
+    )
     assert bad_strategy.exit_code == 3 and "eps" in bad_strategy.output
-    bad_budget = runner.invoke(app, ["simulate", "--data", str(data), "--budget", "5000", "--cache-dir", str(cache_dir)])
+    bad_budget = runner.invoke(
+        app, ["simulate", "--data", str(data), "--budget", "5000", "--cache-dir", str(cache_dir)]
+    )
     assert bad_budget.exit_code == 3 and "--budget" in bad_budget.output
     missing = runner.invoke(app, ["simulate", "--data", "no-such-file.jsonl"])
     assert missing.exit_code == 3 and "no-such-file.jsonl" in missing.output

@@ -73,17 +73,39 @@ def hooks(label_studio, bbc_texts, tmp_path_factory):
     proxy = FaultProxy(label_studio.url).start()
     port = free_port()
     log = work / "serve.log"
-    env = cli_env(LABEL_STUDIO_URL=proxy.url, LABEL_STUDIO_API_KEY=label_studio.legacy_token,
-                  AL_BASIC_AUTH_USER=AL_USER, AL_BASIC_AUTH_PASS=AL_PASS, AL_STRATEGY_BATCH_SIZE="10")
+    env = cli_env(
+        LABEL_STUDIO_URL=proxy.url,
+        LABEL_STUDIO_API_KEY=label_studio.legacy_token,
+        AL_BASIC_AUTH_USER=AL_USER,
+        AL_BASIC_AUTH_PASS=AL_PASS,
+        AL_STRATEGY_BATCH_SIZE="10",
+    )
     with open(log, "wb") as out:
-        proc = subprocess.Popen(al_backend_cmd("serve", "--port", str(port), "--state", str(work / "ls-{project}.sqlite")),
-                                cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            al_backend_cmd("serve", "--port", str(port), "--state", str(work / "ls-{project}.sqlite")),
+            cwd=work,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     serve = Serve(f"http://127.0.0.1:{port}", proc, work, log)
     try:
         assert wait_healthy(serve.url, proc, timeout=60), f"serve did not start:\n{serve.tail()}"
-        label_studio.api("POST", "/api/ml", json={
-            "url": serve.url, "project": pid, "title": "al-backend", "is_interactive": False,
-            "auth_method": "BASIC_AUTH", "basic_auth_user": AL_USER, "basic_auth_pass": AL_PASS, "timeout": 100})
+        label_studio.api(
+            "POST",
+            "/api/ml",
+            json={
+                "url": serve.url,
+                "project": pid,
+                "title": "al-backend",
+                "is_interactive": False,
+                "auth_method": "BASIC_AUTH",
+                "basic_auth_user": AL_USER,
+                "basic_auth_pass": AL_PASS,
+                "timeout": 100,
+            },
+        )
         serve.wait_idle(pid, 1)  # /setup scheduled the cold-start round
         truth = dict(zip(ids, (c for _, c in rows)))
         yield {"serve": serve, "proxy": proxy, "pid": pid, "ids": ids, "truth": truth, "annotated": set()}
@@ -134,8 +156,12 @@ def test_duplicate_deliveries_train_once_more_and_include_the_annotation(label_s
     serve, pid = hooks["serve"], hooks["pid"]
     before = serve.wait_idle(pid, 1)
     [task] = annotate(label_studio, hooks, 1)
-    event = {"action": "ANNOTATION_CREATED", "project": {"id": pid}, "task": {"id": task, "project": pid},
-             "annotation": {"id": 1, "task": task}}
+    event = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": pid},
+        "task": {"id": task, "project": pid},
+        "annotation": {"id": 1, "task": task},
+    }
     answers = [serve.http.post("/webhook", json=event) for _ in range(5)]  # the same delivery, five times
     assert all(a.status_code == 200 for a in answers)
     assert {a.json()["status"] for a in answers} <= {"scheduled", "coalesced"}

@@ -80,9 +80,7 @@ class ArgillaStack:
 
     # -- raw HTTP as any user --------------------------------------------------------------
     def http(self, api_key: str | None = None) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"X-Argilla-Api-Key": api_key or self.api_key}, timeout=120
-        )
+        return httpx.Client(base_url=self.url, headers={"X-Argilla-Api-Key": api_key or self.api_key}, timeout=120)
 
     def client(self, api_key: str | None = None):
         import argilla as rg
@@ -152,8 +150,12 @@ class ArgillaStack:
         with self.http() as http:
             created = http.post(
                 "/api/v1/users",
-                json={"username": username, "first_name": username, "password": ANNOTATOR_PASSWORD,
-                      "role": "annotator"},
+                json={
+                    "username": username,
+                    "first_name": username,
+                    "password": ANNOTATOR_PASSWORD,
+                    "role": "annotator",
+                },
             )
             created.raise_for_status()
             user = created.json()
@@ -184,8 +186,12 @@ class ArgillaStack:
         """(Re)start argilla-server on the same port and data; returns once /api/v1/version answers."""
         log = self.run_dir / "argilla.log"
         proc = subprocess.Popen(
-            self._server_cmd, env=self._server_env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self._server_cmd,
+            env=self._server_env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.processes.append(proc)
         _wait(f"{self.url}/api/v1/version", "argilla-server", proc, log, timeout)
@@ -267,13 +273,28 @@ def start_stack(run_dir: Path | None = None, timeout: float = 120) -> ArgillaSta
     stack = ArgillaStack(url=f"http://127.0.0.1:{argilla_port}", api_key=OWNER_API_KEY, run_dir=run_dir)
     try:
         noida_log = run_dir / "noida.log"
-        stack.processes.append(subprocess.Popen(
-            [str(noida), "start", "--data-dir", str(run_dir / "noida"), "--host", "127.0.0.1",
-             "--only", "redis,elasticsearch", "--elasticsearch-port", str(es_port),
-             "--redis-port", str(redis_port)],
-            stdout=noida_log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        ))
+        stack.processes.append(
+            subprocess.Popen(
+                [
+                    str(noida),
+                    "start",
+                    "--data-dir",
+                    str(run_dir / "noida"),
+                    "--host",
+                    "127.0.0.1",
+                    "--only",
+                    "redis,elasticsearch",
+                    "--elasticsearch-port",
+                    str(es_port),
+                    "--redis-port",
+                    str(redis_port),
+                ],
+                stdout=noida_log.open("wb"),
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         _wait(f"http://127.0.0.1:{es_port}/_cluster/health", "noida-db", stack.processes[0], noida_log, 30)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("ARGILLA_")}
@@ -293,13 +314,26 @@ def start_stack(run_dir: Path | None = None, timeout: float = 120) -> ArgillaSta
         with boot_log.open("wb") as out:
             done = subprocess.run(
                 [str(python), "-c", _BOOTSTRAP.format(key=OWNER_API_KEY, password=OWNER_PASSWORD)],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
             )
         if done.returncode != 0:
             raise RuntimeError(f"argilla migrations failed; log {boot_log}:\n{_tail(boot_log)}")
 
-        stack._server_cmd = [str(python), "-m", "argilla_server", "start", "--host", "127.0.0.1",
-                             "--port", str(argilla_port), "--no-access-log"]
+        stack._server_cmd = [
+            str(python),
+            "-m",
+            "argilla_server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(argilla_port),
+            "--no-access-log",
+        ]
         stack._server_env = env
         stack.start_server(timeout - (time.monotonic() - t0))
     except BaseException:
@@ -337,8 +371,11 @@ if __name__ == "__main__":  # start a stack by hand: python -m tests.services.ar
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     s = start_stack()
-    print(f"ARGILLA_API_URL={s.url}\nARGILLA_API_KEY={s.api_key}\n# up in {s.start_seconds:.1f} s, "
-          f"data in {s.run_dir} (removed on exit); Ctrl-C or SIGTERM stops it", flush=True)
+    print(
+        f"ARGILLA_API_URL={s.url}\nARGILLA_API_KEY={s.api_key}\n# up in {s.start_seconds:.1f} s, "
+        f"data in {s.run_dir} (removed on exit); Ctrl-C or SIGTERM stops it",
+        flush=True,
+    )
     try:
         signal.pause()
     except KeyboardInterrupt:

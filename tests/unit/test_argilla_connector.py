@@ -65,7 +65,12 @@ def test_from_config_reads_the_tools_own_environment_names_and_overrides():
     )
     c = make_connector("argilla", cfg)
     assert isinstance(c, ArgillaConnector)
-    assert (c.api_url, c.dataset_name, c.workspace_name, c.question_name) == ("http://argilla:6900", "news", "team", "topic")
+    assert (c.api_url, c.dataset_name, c.workspace_name, c.question_name) == (
+        "http://argilla:6900",
+        "news",
+        "team",
+        "topic",
+    )
     assert c.text_field_name is None and c.vector_field_name is None  # inferred later / off
     # the key is used, never shown
     assert "s3cret-key" not in c.describe() and "s3cret-key" not in repr(c)

@@ -55,7 +55,9 @@ def test_new_records_trigger_a_round_unless_ignored():
     tool.counters["records"] = 150
     res = w.poll_once()
     assert res.ran and res.reason == "records changed"
-    quiet = Watcher(tool.poll, tool.run_round, min_new=10, baseline={"submitted": 5, "records": 100}, track_records=False)
+    quiet = Watcher(
+        tool.poll, tool.run_round, min_new=10, baseline={"submitted": 5, "records": 100}, track_records=False
+    )
     assert not quiet.poll_once().ran
 
 

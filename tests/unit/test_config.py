@@ -18,13 +18,21 @@ def test_precedence_file_env_flags(tmp_path):
     assert (cfg.strategy.batch_size, cfg.strategy.epsilon, cfg.labelstudio.project) == (7, 0.1, 3)
     cfg = load_config(p, env={"AL_STRATEGY_BATCH_SIZE": "9"})
     assert cfg.strategy.batch_size == 9 and cfg.strategy.epsilon == 0.1
-    cfg = load_config(p, env={"AL_STRATEGY_BATCH_SIZE": "9"}, overrides={"strategy.batch_size": 11, "strategy.epsilon": None})
+    cfg = load_config(
+        p, env={"AL_STRATEGY_BATCH_SIZE": "9"}, overrides={"strategy.batch_size": 11, "strategy.epsilon": None}
+    )
     assert cfg.strategy.batch_size == 11 and cfg.strategy.epsilon == 0.1
 
 
 def test_tool_environment_names(tmp_path):
-    cfg = load_config(None, env={"LABEL_STUDIO_URL": "http://ls:8080", "LABEL_STUDIO_API_KEY": "secret-token",
-                                 "ARGILLA_API_KEY": "argilla.key"})
+    cfg = load_config(
+        None,
+        env={
+            "LABEL_STUDIO_URL": "http://ls:8080",
+            "LABEL_STUDIO_API_KEY": "secret-token",
+            "ARGILLA_API_KEY": "argilla.key",
+        },
+    )
     assert cfg.labelstudio.url == "http://ls:8080"
     assert cfg.labelstudio.api_key == "secret-token"
     redacted = cfg.to_dict()

@@ -21,15 +21,26 @@ from connectors.argilla import ArgillaConnector
 from connectors.files import FileConnector
 from connectors.labelstudio import LabelStudioConnector, UnsupportedLabelConfig
 
-CONFIG_XML = ('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
-              '<Choice value="A"/><Choice value="B"/></Choices></View>')
+CONFIG_XML = (
+    '<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
+    '<Choice value="A"/><Choice value="B"/></Choices></View>'
+)
 
 
 def ranking(ids, version="al-v1", predicted=None):
     n = len(ids)
-    return Ranking(ids=[str(i) for i in ids], priority=Ranking.priorities(n), batch_size=min(5, n), components={},
-                   predicted=predicted or [None] * n, confidence=np.full(n, np.nan), cluster=np.full(n, -1),
-                   round_id=1, model_version=version, strategy="seed")
+    return Ranking(
+        ids=[str(i) for i in ids],
+        priority=Ranking.priorities(n),
+        batch_size=min(5, n),
+        components={},
+        predicted=predicted or [None] * n,
+        confidence=np.full(n, np.nan),
+        cluster=np.full(n, -1),
+        round_id=1,
+        model_version=version,
+        strategy="seed",
+    )
 
 
 def builtins():
@@ -138,8 +149,9 @@ class FakeLabelStudio:
 
 
 def ls_connector(fake: FakeLabelStudio, push_chunk: int = 4) -> LabelStudioConnector:
-    c = LabelStudioConnector("http://ls.test", "legacy-token", 3, push_chunk=push_chunk, retries=0,
-                             transport=httpx.MockTransport(fake))
+    c = LabelStudioConnector(
+        "http://ls.test", "legacy-token", 3, push_chunk=push_chunk, retries=0, transport=httpx.MockTransport(fake)
+    )
     return c
 
 
@@ -197,7 +209,9 @@ def test_the_label_studio_ml_backend_adapter():
     assert adapter.task_texts(schema, [{"data": {"text": "hi"}}, {"data": {}}, {}]) == ["hi", "", ""]
     assert adapter.prediction(schema, "B", 0.75, "al-v2") == {
         "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["B"]}}],
-        "score": 0.75, "model_version": "al-v2"}
+        "score": 0.75,
+        "model_version": "al-v2",
+    }
     assert adapter.prediction(schema, None, 0.0, "none") == {"result": [], "score": 0.0, "model_version": "none"}
     with pytest.raises(UnsupportedSchema) as e:
         adapter.setup_schema({"label_config": "<View/>"})
@@ -211,7 +225,10 @@ def test_the_adapter_builds_the_project_connector_from_config_or_setup():
     cfg = load_config(None, env={}, overrides={"labelstudio.project": 7})
     c = adapter.connector(cfg, {"hostname": "http://ls.internal:8080", "access_token": "tok"})
     assert (c.url, c.project_id) == ("http://ls.internal:8080", 7)
-    configured = load_config(None, env={}, overrides={"labelstudio.project": 7, "labelstudio.url": "http://ls:1",
-                                                      "labelstudio.api_key": "mine"})
+    configured = load_config(
+        None,
+        env={},
+        overrides={"labelstudio.project": 7, "labelstudio.url": "http://ls:1", "labelstudio.api_key": "mine"},
+    )
     c2 = adapter.connector(configured, {"hostname": "http://elsewhere", "access_token": "tok"})
     assert c2.url == "http://ls:1" and re.search("Token mine", str(c2.auth.headers(None)))

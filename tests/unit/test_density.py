@@ -50,8 +50,13 @@ def test_duplicates_and_tiny_pools():
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 100_000), n=st.integers(2, 60), d=st.integers(1, 8), k=st.integers(1, 12),
-       with_queries=st.booleans())
+@given(
+    seed=st.integers(0, 100_000),
+    n=st.integers(2, 60),
+    d=st.integers(1, 8),
+    k=st.integers(1, 12),
+    with_queries=st.booleans(),
+)
 def test_exact_path_equals_brute_force(seed, n, d, k, with_queries):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d)).astype(np.float32)

@@ -42,7 +42,7 @@ def after_al_backend(tokens: list[str]) -> list[str] | None:
     for i, tok in enumerate(tokens):
         if tok == "al-backend" or tok.endswith("bin/al-backend"):  # the executable, not `cd /srv/al-backend`
             args = []
-            for t in tokens[i + 1:]:
+            for t in tokens[i + 1 :]:
                 if t in (";", "&&", "||", "|", ">", ">>", "2>&1", "&") or t.startswith((">", "2>")):
                     break
                 args.append(t)
@@ -139,9 +139,15 @@ PARSERS = {
     "argilla/compose.yaml": compose,
 }
 EXPECTED = {  # at least this many al-backend command lines per file: a parser that finds none fails loudly
-    "cron/crontab": 2, "argilla/crontab": 1, "systemd/al-backend-prioritize.service": 1,
-    "systemd/al-backend-serve.service": 1, "argilla/al-backend-argilla-watch.service": 1,
-    "kubernetes/cronjob.yaml": 1, "Dockerfile": 1, "docker-compose.yml": 2, "argilla/compose.yaml": 1,
+    "cron/crontab": 2,
+    "argilla/crontab": 1,
+    "systemd/al-backend-prioritize.service": 1,
+    "systemd/al-backend-serve.service": 1,
+    "argilla/al-backend-argilla-watch.service": 1,
+    "kubernetes/cronjob.yaml": 1,
+    "Dockerfile": 1,
+    "docker-compose.yml": 2,
+    "argilla/compose.yaml": 1,
 }
 
 
@@ -163,15 +169,19 @@ def check_against_cli(inv: Invocation):
         name = args.pop(0)
         ctx = cmd.context_class(cmd)
         sub = cmd.get_command(ctx, name)
-        assert sub is not None, f"{inv.source}: `al-backend {' '.join(path + [name])}`: no such command " \
-                                f"(have {sorted(cmd.list_commands(ctx))})"
+        assert sub is not None, (
+            f"{inv.source}: `al-backend {' '.join(path + [name])}`: no such command "
+            f"(have {sorted(cmd.list_commands(ctx))})"
+        )
         path.append(name)
         cmd = sub
     known = {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts)}
     for a in args:
         if a.startswith("-") and a != "-":
             flag = a.split("=", 1)[0]
-            assert flag in known, f"{inv.source}: `al-backend {' '.join(path)}` has no option {flag} (has {sorted(known)})"
+            assert flag in known, (
+                f"{inv.source}: `al-backend {' '.join(path)}` has no option {flag} (has {sorted(known)})"
+            )
     try:
         cmd.make_context(" ".join(["al-backend", *path]), list(args), resilient_parsing=False)
     except Exception as e:
@@ -183,9 +193,15 @@ def check_against_cli(inv: Invocation):
 
 def test_every_deploy_file_is_covered():
     files = {str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("*") if p.is_file()}
-    runs_cli = {f for f in files if "al-backend " in (DEPLOY / f).read_text(errors="replace")
-                and not f.endswith((".md", ".toml", ".py", ".timer"))}
-    assert runs_cli <= set(PARSERS), f"deploy files with al-backend command lines this test does not parse: {runs_cli - set(PARSERS)}"
+    runs_cli = {
+        f
+        for f in files
+        if "al-backend " in (DEPLOY / f).read_text(errors="replace")
+        and not f.endswith((".md", ".toml", ".py", ".timer"))
+    }
+    assert runs_cli <= set(PARSERS), (
+        f"deploy files with al-backend command lines this test does not parse: {runs_cli - set(PARSERS)}"
+    )
 
 
 @pytest.mark.parametrize("rel", sorted(PARSERS))
@@ -203,8 +219,10 @@ def test_the_checker_rejects_what_the_cli_rejects():
         check_against_cli(Invocation("t", ["prioritise"]))
     with pytest.raises(pytest.fail.Exception, match="does not parse"):
         check_against_cli(Invocation("t", ["prioritize", "--wait", "soon"]))
-    assert shell_invocations("*/5 * * * * cd /x && .venv/bin/al-backend status --json >> log 2>&1", "t")[0].args == \
-        ["status", "--json"]
+    assert shell_invocations("*/5 * * * * cd /x && .venv/bin/al-backend status --json >> log 2>&1", "t")[0].args == [
+        "status",
+        "--json",
+    ]
 
 
 def test_scheduled_rounds_are_cron_safe():
@@ -226,8 +244,12 @@ def test_the_kubernetes_cronjob_forbids_overlap_and_keeps_state_and_secrets_apar
     job = kinds["CronJob"]
     assert job["spec"]["concurrencyPolicy"] == "Forbid"
     pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
-    assert claims and set(claims.values()) <= {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+    }
+    assert claims and set(claims.values()) <= {
+        d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"
+    }
     container = pod["containers"][0]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     # the state file lives on the persistent volume: from --state, or from the mounted config's [state] path
@@ -251,8 +273,10 @@ def _flag(args: list[str], name: str) -> str | None:
 
 def test_serve_and_scheduled_rounds_share_one_state_file_per_project():
     """A webhook retrain and a scheduled round of the same project must take the same lock."""
-    for serve_src, round_src in (("systemd/al-backend-serve.service", "systemd/al-backend-prioritize.service"),
-                                 ("docker-compose.yml", "docker-compose.yml")):
+    for serve_src, round_src in (
+        ("systemd/al-backend-serve.service", "systemd/al-backend-prioritize.service"),
+        ("docker-compose.yml", "docker-compose.yml"),
+    ):
         invs = PARSERS[serve_src](DEPLOY / serve_src) + PARSERS[round_src](DEPLOY / round_src)
         serve = next(i.args for i in invs if i.args[0] == "serve")
         rnd = next(i.args for i in invs if i.args[0] == "prioritize")
@@ -262,8 +286,11 @@ def test_serve_and_scheduled_rounds_share_one_state_file_per_project():
 
 
 def test_systemd_units_write_state_only_where_they_may():
-    for unit in ("systemd/al-backend-prioritize.service", "systemd/al-backend-serve.service",
-                 "argilla/al-backend-argilla-watch.service"):
+    for unit in (
+        "systemd/al-backend-prioritize.service",
+        "systemd/al-backend-serve.service",
+        "argilla/al-backend-argilla-watch.service",
+    ):
         text = (DEPLOY / unit).read_text()
         if "ProtectSystem=strict" not in text:
             continue
@@ -271,7 +298,9 @@ def test_systemd_units_write_state_only_where_they_may():
         writable = [p for line in writable for p in line.split()]
         for inv in systemd(DEPLOY / unit):
             state = _flag(inv.args, "--state")
-            assert state and state.startswith("/"), f"{unit}: pass an absolute --state (the working directory is read-only)"
+            assert state and state.startswith("/"), (
+                f"{unit}: pass an absolute --state (the working directory is read-only)"
+            )
             assert any(state.startswith(w.rstrip("/") + "/") for w in writable), f"{unit}: {state} not in {writable}"
 
 

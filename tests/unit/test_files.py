@@ -31,7 +31,9 @@ def test_reads_jsonl_csv_parquet_alike(tmp_path):
     import pyarrow.parquet as pq
 
     q = tmp_path / "tasks.parquet"
-    pq.write_table(pa.Table.from_pylist([{"id": "1", "text": "a b", "label": "x"}, {"id": "2", "text": "c d", "label": None}]), q)
+    pq.write_table(
+        pa.Table.from_pylist([{"id": "1", "text": "a b", "label": "x"}, {"id": "2", "text": "c d", "label": None}]), q
+    )
     pool_pq = FileConnector(q).pull()
     assert pool_pq.ids == pool.ids and pool_pq.labels == pool.labels
 
@@ -72,7 +74,9 @@ def test_bad_csv_row(tmp_path):
 
 def test_unknown_label_with_fixed_label_set(tmp_path):
     p = jsonl(tmp_path, [{"id": 1, "text": "a", "label": "pos"}, {"id": 2, "text": "b", "label": "spam"}])
-    with pytest.raises(InputError, match=r"tasks.jsonl:2: task '2' has unknown label 'spam' \(allowed: \['neg', 'pos'\]\)"):
+    with pytest.raises(
+        InputError, match=r"tasks.jsonl:2: task '2' has unknown label 'spam' \(allowed: \['neg', 'pos'\]\)"
+    ):
         FileConnector(p, labels_fixed=["pos", "neg"]).pull()
 
 
@@ -90,7 +94,9 @@ def test_vectors_column_and_npy(tmp_path):
     p = jsonl(tmp_path, [{"id": 1, "text": "a", "vec": [1, 0]}, {"id": 2, "text": "b", "vec": [0, 1]}])
     pool = FileConnector(p, vectors_field="vec").pull()
     assert pool.vectors.shape == (2, 2) and pool.vectors.dtype == np.float32
-    bad = jsonl(tmp_path, [{"id": 1, "text": "a", "vec": [1, 0]}, {"id": 2, "text": "b", "vec": [0, 1, 2]}], "bad.jsonl")
+    bad = jsonl(
+        tmp_path, [{"id": 1, "text": "a", "vec": [1, 0]}, {"id": 2, "text": "b", "vec": [0, 1, 2]}], "bad.jsonl"
+    )
     with pytest.raises(InputError, match="different sizes"):
         FileConnector(bad, vectors_field="vec").pull()
     nan = jsonl(tmp_path, ['{"id": 1, "text": "a", "vec": [NaN, 0]}'], "nan.jsonl")
@@ -107,9 +113,16 @@ def test_vectors_column_and_npy(tmp_path):
 
 def test_ranking_written_atomically(tmp_path, monkeypatch):
     r = Ranking(
-        ids=["b", "a"], priority=Ranking.priorities(2), batch_size=1, components={"margin": np.array([0.9, 0.1])},
-        predicted=["x", "y"], confidence=np.array([0.5, 0.9]), cluster=np.array([0, 1]), round_id=1,
-        model_version="al-test", strategy="margin",
+        ids=["b", "a"],
+        priority=Ranking.priorities(2),
+        batch_size=1,
+        components={"margin": np.array([0.9, 0.1])},
+        predicted=["x", "y"],
+        confidence=np.array([0.5, 0.9]),
+        cluster=np.array([0, 1]),
+        round_id=1,
+        model_version="al-test",
+        strategy="margin",
     )
     out = tmp_path / "ranked.jsonl"
     out.write_text("previous ranking\n")
@@ -127,4 +140,6 @@ def test_ranking_written_atomically(tmp_path, monkeypatch):
     write_ranking(r, out)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(x["id"], x["rank"], x["priority"], x["margin"], x["in_batch"]) for x in rows] == [
-        ("b", 1, 1.0, 0.9, True), ("a", 2, 0.5, 0.1, False)]
+        ("b", 1, 1.0, 0.9, True),
+        ("a", 2, 0.5, 0.1, False),
+    ]

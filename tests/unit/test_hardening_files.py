@@ -23,7 +23,9 @@ def pull(path, **kw):
 @pytest.mark.parametrize("skip", [False, True])
 def test_jsonl_line_not_utf8_is_reported_by_line_or_skipped(tmp_path, skip):
     p = tmp_path / "tasks.jsonl"
-    p.write_bytes(b'{"id": 1, "text": "caf\xc3\xa9 ok"}\n{"id": 2, "text": "caf\xe9 latin-1"}\n{"id": 3, "text": "fine"}\n')
+    p.write_bytes(
+        b'{"id": 1, "text": "caf\xc3\xa9 ok"}\n{"id": 2, "text": "caf\xe9 latin-1"}\n{"id": 3, "text": "fine"}\n'
+    )
     if not skip:
         with pytest.raises(InputError) as e:
             pull(p)
@@ -58,8 +60,11 @@ def test_csv_header_not_utf8_is_an_error_even_when_skipping(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_utf8_with_bom_reads_like_without(tmp_path, suffix):
-    body = ('{"id": "a", "text": "first", "label": "x"}\n{"id": "b", "text": "second"}\n' if suffix == ".jsonl"
-            else "id,text,label\na,first,x\nb,second,\n")
+    body = (
+        '{"id": "a", "text": "first", "label": "x"}\n{"id": "b", "text": "second"}\n'
+        if suffix == ".jsonl"
+        else "id,text,label\na,first,x\nb,second,\n"
+    )
     plain, bom = tmp_path / f"plain{suffix}", tmp_path / f"bom{suffix}"
     plain.write_text(body, encoding="utf-8")
     bom.write_bytes(codecs.BOM_UTF8 + body.encode())
@@ -78,8 +83,12 @@ def test_cli_non_utf8_exit_3_then_skip_invalid_runs(tmp_path):
     import numpy as np
 
     p = tmp_path / "tasks.jsonl"
-    lines = [b'{"id": "t%d", "text": "text number %d", "label": "%s"}' % (i, i, b"ab"[i % 2:i % 2 + 1]) if i < 6
-             else b'{"id": "t%d", "text": "text number %d"}' % (i, i) for i in range(20)]
+    lines = [
+        b'{"id": "t%d", "text": "text number %d", "label": "%s"}' % (i, i, b"ab"[i % 2 : i % 2 + 1])
+        if i < 6
+        else b'{"id": "t%d", "text": "text number %d"}' % (i, i)
+        for i in range(20)
+    ]
     lines[9] = b'{"id": "t9", "text": "\xff\xfe broken"}'
     p.write_bytes(b"\n".join(lines) + b"\n")
     cfg = tmp_path / "al.toml"
@@ -95,7 +104,17 @@ def test_cli_non_utf8_exit_3_then_skip_invalid_runs(tmp_path):
             rows.append(line)
     p.write_bytes(b"\n".join(rows) + b"\n")
     before = snapshot(p)
-    args = ["prioritize", "--input", p, "--output", tmp_path / "o.jsonl", "--state", tmp_path / "s.sqlite", "--config", cfg]
+    args = [
+        "prioritize",
+        "--input",
+        p,
+        "--output",
+        tmp_path / "o.jsonl",
+        "--state",
+        tmp_path / "s.sqlite",
+        "--config",
+        cfg,
+    ]
     r = cli(args)
     assert r.exit_code == 3 and f"{p}:10: not UTF-8 text (byte 0xff" in r.stderr and "Traceback" not in r.output
     r = cli(args + ["--skip-invalid", "--json"])
@@ -108,14 +127,18 @@ def test_cli_non_utf8_exit_3_then_skip_invalid_runs(tmp_path):
 @pytest.mark.parametrize("delim", [";", "\t", "|", ","])
 def test_csv_delimiter_is_detected_from_the_header(tmp_path, delim):
     p = tmp_path / "tasks.csv"
-    p.write_text(f"id{delim}text{delim}label\n1{delim}\"hello, world; again\"{delim}pos\n2{delim}bye{delim}\n", encoding="utf-8")
+    p.write_text(
+        f'id{delim}text{delim}label\n1{delim}"hello, world; again"{delim}pos\n2{delim}bye{delim}\n', encoding="utf-8"
+    )
     pool = pull(p)
     assert pool.ids == ["1", "2"] and pool.texts[0] == "hello, world; again" and pool.labels == ["pos", None]
 
 
 def test_excel_style_csv_bom_semicolon_crlf(tmp_path):
     p = tmp_path / "export.csv"
-    p.write_bytes(codecs.BOM_UTF8 + "id;text;label\r\n1;Grüße aus Köln;news\r\n2;\"quoted; with semicolon\";\r\n".encode())
+    p.write_bytes(
+        codecs.BOM_UTF8 + 'id;text;label\r\n1;Grüße aus Köln;news\r\n2;"quoted; with semicolon";\r\n'.encode()
+    )
     pool = pull(p)
     assert pool.ids == ["1", "2"] and pool.texts == ["Grüße aus Köln", "quoted; with semicolon"]
 
@@ -126,7 +149,8 @@ def test_header_without_the_id_column_names_the_columns_found(tmp_path):
     with pytest.raises(InputError) as e:
         pull(p, skip_invalid=True)  # every row would fail: no skipping a whole file
     assert str(e.value).startswith(
-        f"{p}: no column 'id' in the header (read with delimiter ','); columns found: 'ident', 'body'.")
+        f"{p}: no column 'id' in the header (read with delimiter ','); columns found: 'ident', 'body'."
+    )
 
 
 def test_sniff_delimiter_prefers_comma_on_a_tie():
@@ -145,8 +169,10 @@ def test_labels_are_stripped_and_case_variants_warned_once(tmp_path, caplog):
         pool = pull(p, labels=lab)
     assert pool.labels == ["sports", "Sports", "sports", "politics", "politics"]
     warnings = [r.getMessage() for r in caplog.records if "differ only by case" in r.getMessage()]
-    assert warnings == [f"{p}: labels that differ only by case are kept as separate classes: 'Sports' (1) / "
-                        "'sports' (2); if they mean the same class, make them identical in the data"]
+    assert warnings == [
+        f"{p}: labels that differ only by case are kept as separate classes: 'Sports' (1) / "
+        "'sports' (2); if they mean the same class, make them identical in the data"
+    ]
 
 
 def test_labels_fixed_entries_are_stripped(tmp_path):

@@ -18,8 +18,13 @@ from tests.hardening_util import cli, rounds_in, snapshot, tasks, vectors_for, w
 
 
 def make_pool(rows, X, source="pool.jsonl"):
-    return Pool(ids=[r["id"] for r in rows], texts=[r["text"] for r in rows], labels=[r.get("label") for r in rows],
-                vectors=X, source=source)
+    return Pool(
+        ids=[r["id"] for r in rows],
+        texts=[r["text"] for r in rows],
+        labels=[r.get("label") for r in rows],
+        vectors=X,
+        source=source,
+    )
 
 
 @pytest.fixture
@@ -49,7 +54,10 @@ def test_another_pool_is_refused_and_nothing_recorded(engine):
     other = [{"id": f"other-{i}", "text": f"different {i}"} for i in range(20)]
     with pytest.raises(StateError) as e:
         engine.run(make_pool(other, X, source="b.jsonl"))
-    assert f"state file {engine.store.path} belongs to another pool (a.jsonl, 20 tasks): none of the 20 tasks of b.jsonl" in str(e.value)
+    assert (
+        f"state file {engine.store.path} belongs to another pool (a.jsonl, 20 tasks): none of the 20 tasks of b.jsonl"
+        in str(e.value)
+    )
     assert "--reset-state" in str(e.value)
     # same ids, every text different: another pool numbered the same way
     renumbered = [{"id": r["id"], "text": "unrelated " + r["text"]} for r in rows]
@@ -64,7 +72,9 @@ def test_other_vectors_of_the_same_dimension_are_refused(engine):
     rotation = np.linalg.qr(np.random.default_rng(3).normal(size=(8, 8)))[0].astype(np.float32)
     with pytest.raises(StateError) as e:
         engine.run(make_pool(rows, X @ rotation))
-    assert "was built from other vectors: 32 of 32 sampled tasks with unchanged text now have different vectors" in str(e.value)
+    assert "was built from other vectors: 32 of 32 sampled tasks with unchanged text now have different vectors" in str(
+        e.value
+    )
     # the same vectors recomputed (float noise) are the same space
     engine.run(make_pool(rows, X + np.float32(1e-4)))
     assert engine.store.summary()["rounds"] == 2
@@ -77,8 +87,11 @@ def test_model_space_recorded_and_compared(tmp_path):
         with store.transaction():
             store.set_identity(make_pool(rows, None), "model:sentence-transformers/all-MiniLM-L6-v2")
         store.check_identity(make_pool(rows, None), "model:sentence-transformers/all-MiniLM-L6-v2")
-        with pytest.raises(StateError, match=r"built from embeddings of model 'sentence-transformers/all-MiniLM-L6-v2', "
-                                             r"this run uses model 'BAAI/bge-small-en'"):
+        with pytest.raises(
+            StateError,
+            match=r"built from embeddings of model 'sentence-transformers/all-MiniLM-L6-v2', "
+            r"this run uses model 'BAAI/bge-small-en'",
+        ):
             store.check_identity(make_pool(rows, None), "model:BAAI/bge-small-en")
         with pytest.raises(StateError, match=r"this run uses precomputed vectors"):
             store.check_identity(pool, "vectors")

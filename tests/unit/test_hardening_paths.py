@@ -16,7 +16,9 @@ from tests.hardening_util import cli, cli_process, rounds_in, snapshot, write_po
 
 
 def prioritize(inp, vec, out, state, *extra):
-    return cli(["prioritize", "--input", inp, "--vectors", vec, "--output", out, "--state", state, "--batch-size", "3", *extra])
+    return cli(
+        ["prioritize", "--input", inp, "--vectors", vec, "--output", out, "--state", state, "--batch-size", "3", *extra]
+    )
 
 
 def test_output_same_as_input_is_refused_and_the_input_is_untouched(tmp_path):
@@ -65,7 +67,10 @@ def test_output_parent_is_a_file_fails_before_the_round(tmp_path):
     state = tmp_path / "s.sqlite"
     r = prioritize(inp, vec, tmp_path / "afile" / "ranked.jsonl", state)
     assert r.exit_code == 73, r.output
-    assert f"cannot write output {tmp_path / 'afile' / 'ranked.jsonl'}: {tmp_path / 'afile'} is a file, not a directory" in r.stderr
+    assert (
+        f"cannot write output {tmp_path / 'afile' / 'ranked.jsonl'}: {tmp_path / 'afile'} is a file, not a directory"
+        in r.stderr
+    )
     assert not state.exists() and rounds_in(state) == 0  # refused before the lock and the state
 
 
@@ -106,7 +111,9 @@ def test_missing_output_for_the_file_source_fails_before_the_round(tmp_path):
 
 def test_directory_as_input_is_named_a_directory(tmp_path):
     (tmp_path / "data").mkdir()
-    r = cli(["prioritize", "--input", tmp_path / "data", "--output", tmp_path / "o.jsonl", "--state", tmp_path / "s.sqlite"])
+    r = cli(
+        ["prioritize", "--input", tmp_path / "data", "--output", tmp_path / "o.jsonl", "--state", tmp_path / "s.sqlite"]
+    )
     assert r.exit_code == 3
     assert f"input file {tmp_path / 'data'} is a directory, not a file" in r.stderr
     assert "does not exist" not in r.stderr
@@ -147,8 +154,9 @@ def _nobody_can_run_python() -> bool:
         return False
 
 
-needs_nobody = pytest.mark.skipif(not _nobody_can_run_python(),
-                                  reason="root ignores permissions and 'nobody' cannot run this Python")
+needs_nobody = pytest.mark.skipif(
+    not _nobody_can_run_python(), reason="root ignores permissions and 'nobody' cannot run this Python"
+)
 
 
 def _sys_refuses_files() -> bool:
@@ -231,14 +239,30 @@ def test_an_unexpected_error_is_one_line_and_exit_1_unless_debug(tmp_path, monke
     assert r.exit_code == 1
     assert "error: unexpected RuntimeError: something broke at http://***@host" in r.stderr
     assert "--debug" in r.stderr and "Traceback" not in r.output and "canary-pw-1" not in r.output
-    r = cli(["--debug", "prioritize", "--input", inp, "--vectors", vec, "--output", tmp_path / "o.jsonl", "--state", tmp_path / "s.sqlite"])
+    r = cli(
+        [
+            "--debug",
+            "prioritize",
+            "--input",
+            inp,
+            "--vectors",
+            vec,
+            "--output",
+            tmp_path / "o.jsonl",
+            "--state",
+            tmp_path / "s.sqlite",
+        ]
+    )
     assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)  # --debug lets it through
 
 
 def test_real_process_errors_are_one_line(tmp_path):
     inp, vec = write_pool(tmp_path)
     before = snapshot(tmp_path)
-    p = cli_process(["prioritize", "--input", inp, "--vectors", vec, "--output", inp, "--state", tmp_path / "s.sqlite"], cwd=tmp_path)
+    p = cli_process(
+        ["prioritize", "--input", inp, "--vectors", vec, "--output", inp, "--state", tmp_path / "s.sqlite"],
+        cwd=tmp_path,
+    )
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.startswith("error: --output") and p.stderr.count("\n") == 1
     assert snapshot(tmp_path) == before

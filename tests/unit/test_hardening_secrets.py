@@ -35,7 +35,9 @@ def no_canary(*texts: str) -> None:
 # ------------------------------------------------------------------ the function and the filter
 def test_redact_urls_registered_secrets_headers_and_pairs():
     R.register_secret(CANARY_KEY)
-    assert R.redact(f"GET http://alice:{CANARY}@ls.example:8080/api failed") == "GET http://***@ls.example:8080/api failed"
+    assert (
+        R.redact(f"GET http://alice:{CANARY}@ls.example:8080/api failed") == "GET http://***@ls.example:8080/api failed"
+    )
     assert R.redact(f"token {CANARY_KEY} rejected") == "token *** rejected"
     assert R.redact("Authorization: Bearer abc.def123.ghi") == "Authorization: Bearer ***"
     assert R.redact('{"access_token": "xyz", "hostname": "h"}') == '{"access_token": "***", "hostname": "h"}'
@@ -72,20 +74,31 @@ def test_logging_filter_scrubs_message_args_and_traceback(capsys):
 
 # ------------------------------------------------------------------ CLI: environment, TOML, flags
 def _ls_env(**extra):
-    return {"LABEL_STUDIO_URL": f"http://alice:{CANARY}@127.0.0.1:9", "LABEL_STUDIO_API_KEY": CANARY_KEY,
-            "AL_LABELSTUDIO_RETRIES": "0", "AL_LABELSTUDIO_TIMEOUT": "2", **extra}
+    return {
+        "LABEL_STUDIO_URL": f"http://alice:{CANARY}@127.0.0.1:9",
+        "LABEL_STUDIO_API_KEY": CANARY_KEY,
+        "AL_LABELSTUDIO_RETRIES": "0",
+        "AL_LABELSTUDIO_TIMEOUT": "2",
+        **extra,
+    }
 
 
-ARGILLA_ENV = {"ARGILLA_API_URL": f"http://alice:{CANARY}@127.0.0.1:9", "ARGILLA_API_KEY": CANARY_KEY,
-               "AL_ARGILLA_RETRIES": "0", "AL_ARGILLA_TIMEOUT": "2"}
+ARGILLA_ENV = {
+    "ARGILLA_API_URL": f"http://alice:{CANARY}@127.0.0.1:9",
+    "ARGILLA_API_KEY": CANARY_KEY,
+    "AL_ARGILLA_RETRIES": "0",
+    "AL_ARGILLA_TIMEOUT": "2",
+}
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 @pytest.mark.parametrize("tool", ["labelstudio", "argilla"])
 def test_env_url_password_and_key_never_printed(tmp_path, log_format, tool):
     where = ["--project", "3"] if tool == "labelstudio" else ["--dataset", "news", "--workspace", "team"]
-    r = cli(["prioritize", "--source", tool, *where, "--state", tmp_path / "s.sqlite", "--log-format", log_format],
-            env=_ls_env() if tool == "labelstudio" else ARGILLA_ENV)
+    r = cli(
+        ["prioritize", "--source", tool, *where, "--state", tmp_path / "s.sqlite", "--log-format", log_format],
+        env=_ls_env() if tool == "labelstudio" else ARGILLA_ENV,
+    )
     assert r.exit_code == 5, r.output
     no_canary(r.output)
     assert "http://***@127.0.0.1:9" in r.output
@@ -93,14 +106,30 @@ def test_env_url_password_and_key_never_printed(tmp_path, log_format, tool):
 
 def test_toml_url_password_never_printed_and_wrongly_typed_secret_not_echoed(tmp_path):
     cfg = tmp_path / "al.toml"
-    cfg.write_text(f'[labelstudio]\nurl = "http://alice:{CANARY}@127.0.0.1:9"\napi_key = "{CANARY_KEY}"\n'
-                   f'retries = 0\ntimeout = 2\n')
-    r = cli(["prioritize", "--source", "labelstudio", "--project", "3", "--state", tmp_path / "s.sqlite", "--config", cfg])
+    cfg.write_text(
+        f'[labelstudio]\nurl = "http://alice:{CANARY}@127.0.0.1:9"\napi_key = "{CANARY_KEY}"\n'
+        f"retries = 0\ntimeout = 2\n"
+    )
+    r = cli(
+        ["prioritize", "--source", "labelstudio", "--project", "3", "--state", tmp_path / "s.sqlite", "--config", cfg]
+    )
     assert r.exit_code == 5, r.output
     no_canary(r.output)
     for bad in (f'api_key = ["{CANARY_KEY}"]', f'api_key = {{ k = "{CANARY_KEY}" }}', f'url = ["http://a:{CANARY}@h"]'):
         cfg.write_text(f"[labelstudio]\n{bad}\n")
-        r = cli(["prioritize", "--source", "labelstudio", "--project", "3", "--state", tmp_path / "s.sqlite", "--config", cfg])
+        r = cli(
+            [
+                "prioritize",
+                "--source",
+                "labelstudio",
+                "--project",
+                "3",
+                "--state",
+                tmp_path / "s.sqlite",
+                "--config",
+                cfg,
+            ]
+        )
         assert r.exit_code == 2, r.output
         assert f"{cfg}: [labelstudio] " in r.stderr and "expected str" in r.stderr
         no_canary(r.output)
@@ -121,8 +150,11 @@ def test_flag_values_with_credentials_never_printed(tmp_path):
 
 
 def test_real_process_with_env_canary(tmp_path):
-    p = cli_process(["prioritize", "--source", "labelstudio", "--project", "3", "--state", tmp_path / "s.sqlite"],
-                    cwd=tmp_path, env=clean_env(**_ls_env()))
+    p = cli_process(
+        ["prioritize", "--source", "labelstudio", "--project", "3", "--state", tmp_path / "s.sqlite"],
+        cwd=tmp_path,
+        env=clean_env(**_ls_env()),
+    )
     assert p.returncode == 5 and "Traceback" not in p.stderr
     no_canary(p.stdout, p.stderr)
 
@@ -140,8 +172,21 @@ def test_serve_never_prints_the_canary(tmp_path):
     env = clean_env(**_ls_env(AL_API_TOKEN=token, AL_LABELSTUDIO_PROJECT="3"))
     log = (tmp_path / "serve.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "al_backend.cli.main", "serve", "--port", str(port), "--state",
-         str(tmp_path / "p{project}.sqlite")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "al_backend.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--state",
+            str(tmp_path / "p{project}.sqlite"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         from al_backend.server import wait_healthy
 

@@ -11,14 +11,17 @@ from fastapi.testclient import TestClient
 from al_backend.config import load_config
 from al_backend.server import create_app
 
-LABEL_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
-                '<Choice value="pos"/><Choice value="neg"/></Choices></View>')
+LABEL_CONFIG = (
+    '<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
+    '<Choice value="pos"/><Choice value="neg"/></Choices></View>'
+)
 
 
 @pytest.fixture
 def client(tmp_path):
-    cfg = load_config(None, env={}, overrides={"state.path": str(tmp_path / "p{project}.sqlite"),
-                                               "server.max_body_bytes": 4096})
+    cfg = load_config(
+        None, env={}, overrides={"state.path": str(tmp_path / "p{project}.sqlite"), "server.max_body_bytes": 4096}
+    )
     with TestClient(create_app(cfg, start_worker=False), raise_server_exceptions=False) as c:
         yield c
 
@@ -27,14 +30,20 @@ def predict(client, body):
     return client.post("/predict", json=body)
 
 
-@pytest.mark.parametrize("tasks,field", [
-    ({"id": 1}, "tasks: Input should be a valid list"),
-    ("abc", "tasks: Input should be a valid list"),
-    ([1], "tasks[0]: Input should be a valid dictionary"),
-    ([{"id": 1, "data": ["text", "x"]}], "tasks[0].data: Input should be a valid dictionary"),
-    ([{"id": 1, "data": {"text": "ok"}}, {"id": 2, "data": "x"}], "tasks[1].data: Input should be a valid dictionary"),
-    ([{"id": [1], "data": {}}], "tasks[0].id: "),
-])
+@pytest.mark.parametrize(
+    "tasks,field",
+    [
+        ({"id": 1}, "tasks: Input should be a valid list"),
+        ("abc", "tasks: Input should be a valid list"),
+        ([1], "tasks[0]: Input should be a valid dictionary"),
+        ([{"id": 1, "data": ["text", "x"]}], "tasks[0].data: Input should be a valid dictionary"),
+        (
+            [{"id": 1, "data": {"text": "ok"}}, {"id": 2, "data": "x"}],
+            "tasks[1].data: Input should be a valid dictionary",
+        ),
+        ([{"id": [1], "data": {}}], "tasks[0].id: "),
+    ],
+)
 def test_predict_wrong_shapes_get_422_naming_the_field(client, tasks, field):
     r = predict(client, {"tasks": tasks, "project": "3.1700000000", "label_config": LABEL_CONFIG})
     assert r.status_code == 422, r.text
@@ -51,21 +60,41 @@ def test_predict_other_wrong_fields(client):
 
 
 def test_predict_odd_but_valid_values_are_answered(client):
-    tasks = [{"id": 1, "data": {"text": 5}}, {"id": 2, "data": {"text": None}}, {"id": 3, "data": {"text": {"a": 1}}},
-             {"id": 4, "data": {}}, {"id": 5, "data": {"text": "fine"}, "extra": [1, 2]}]
+    tasks = [
+        {"id": 1, "data": {"text": 5}},
+        {"id": 2, "data": {"text": None}},
+        {"id": 3, "data": {"text": {"a": 1}}},
+        {"id": 4, "data": {}},
+        {"id": 5, "data": {"text": "fine"}, "extra": [1, 2]},
+    ]
     r = predict(client, {"tasks": tasks, "project": "3.17", "label_config": LABEL_CONFIG})
     assert r.status_code == 200, r.text
     assert len(r.json()["results"]) == 5 and all(x["model_version"] == "none" for x in r.json()["results"])
 
 
-@pytest.mark.parametrize("path,body,field", [
-    ("/setup", {"project": "3.1", "schema": 5}, "schema: Input should be a valid string"),
-    ("/setup", {"project": "3.1", "schema": LABEL_CONFIG, "access_token": ["x"]}, "access_token: Input should be a valid string"),
-    ("/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "task": "x"}, "task: Input should be a valid dictionary"),
-    ("/webhook", {"action": ["ANNOTATION_CREATED"], "project": {"id": 3}}, "action: Input should be a valid string"),
-    ("/webhook", [1, 2], "body: expected a JSON object, got an array"),
-    ("/train", "x", "body: expected a JSON object, got a string"),
-])
+@pytest.mark.parametrize(
+    "path,body,field",
+    [
+        ("/setup", {"project": "3.1", "schema": 5}, "schema: Input should be a valid string"),
+        (
+            "/setup",
+            {"project": "3.1", "schema": LABEL_CONFIG, "access_token": ["x"]},
+            "access_token: Input should be a valid string",
+        ),
+        (
+            "/webhook",
+            {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "task": "x"},
+            "task: Input should be a valid dictionary",
+        ),
+        (
+            "/webhook",
+            {"action": ["ANNOTATION_CREATED"], "project": {"id": 3}},
+            "action: Input should be a valid string",
+        ),
+        ("/webhook", [1, 2], "body: expected a JSON object, got an array"),
+        ("/train", "x", "body: expected a JSON object, got a string"),
+    ],
+)
 def test_other_endpoints_validate_their_bodies(client, path, body, field):
     r = client.post(path, json=body)
     assert r.status_code == 422, r.text

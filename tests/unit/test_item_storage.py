@@ -24,8 +24,11 @@ def _pool(n=300, d=8, labeled=(), seed=0, ids=None, texts=None):
 
 
 def _engine(store, **over):
-    cfg = load_config(None, env={}, overrides={"strategy.batch_size": 5, "seeding.n_clusters": 4,
-                                               "seeding.min_cluster_coverage": 0.0, **over})
+    cfg = load_config(
+        None,
+        env={},
+        overrides={"strategy.batch_size": 5, "seeding.n_clusters": 4, "seeding.min_cluster_coverage": 0.0, **over},
+    )
     return Round(cfg, store, progress=False)
 
 
@@ -36,8 +39,13 @@ def _table_as_columns(store, ids):
 
 def _columns_as_rows(cols, ids):
     return [
-        (cols.hashes[i].tobytes(), int(cols.cluster[i]), None if np.isnan(cols.density[i]) else float(cols.density[i]),
-         None if cols.label[i] < 0 else cols.label_vocab[cols.label[i]], int(cols.seeded[i]))
+        (
+            cols.hashes[i].tobytes(),
+            int(cols.cluster[i]),
+            None if np.isnan(cols.density[i]) else float(cols.density[i]),
+            None if cols.label[i] < 0 else cols.label_vocab[cols.label[i]],
+            int(cols.seeded[i]),
+        )
         for i in range(len(ids))
     ]
 
@@ -159,8 +167,14 @@ def _ranking(n=50, predicted=None, priority=None, seed=0):
     return Ranking(
         ids=[f"id{i}" for i in rng.permutation(n)],
         priority=Ranking.priorities(n) if priority is None else priority,
-        batch_size=5, components={}, predicted=predicted or [["a", "b", None][i % 3] for i in range(n)],
-        confidence=conf, cluster=rng.integers(-1, 9, n), round_id=1, model_version="m", strategy="margin",
+        batch_size=5,
+        components={},
+        predicted=predicted or [["a", "b", None][i % 3] for i in range(n)],
+        confidence=conf,
+        cluster=rng.integers(-1, 9, n),
+        round_id=1,
+        model_version="m",
+        strategy="margin",
         classes=["a", "b"],
     )
 
@@ -187,11 +201,19 @@ def test_rankings_written_as_json_still_load(tmp_path):
     """A state written by an earlier version: its rounds' rankings are zlib-compressed JSON."""
     store = Store.open(tmp_path / "s.sqlite")
     r = _ranking()
-    old = zlib.compress(json.dumps({
-        "ids": r.ids, "priority": r.priority.tolist(), "predicted": r.predicted,
-        "confidence": [None if np.isnan(c) else float(c) for c in r.confidence],
-        "cluster": r.cluster.tolist(), "classes": r.classes,
-    }).encode(), 1)
+    old = zlib.compress(
+        json.dumps(
+            {
+                "ids": r.ids,
+                "priority": r.priority.tolist(),
+                "predicted": r.predicted,
+                "confidence": [None if np.isnan(c) else float(c) for c in r.confidence],
+                "cluster": r.cluster.tolist(),
+                "classes": r.classes,
+            }
+        ).encode(),
+        1,
+    )
     store.conn.execute("INSERT INTO rounds VALUES (1, 0, 0, 'margin', 'model', 'm', 50, 3, 5, '{}', ?)", (old,))
     back = store.load_ranking(1)
     assert back.ids == r.ids and back.predicted == r.predicted and back.classes == r.classes

@@ -49,8 +49,10 @@ def test_multiple_choice_and_hypertext():
 
 
 def test_picks_the_choices_over_text_when_several_exist():
-    xml = ('<View><Image name="i" value="$img"/><Choices name="ic" toName="i"><Choice value="a"/><Choice value="b"/></Choices>'
-           '<Text name="t" value="$text"/><Choices name="tc" toName="t"><Choice value="x"/><Choice value="y"/></Choices></View>')
+    xml = (
+        '<View><Image name="i" value="$img"/><Choices name="ic" toName="i"><Choice value="a"/><Choice value="b"/></Choices>'
+        '<Text name="t" value="$text"/><Choices name="tc" toName="t"><Choice value="x"/><Choice value="y"/></Choices></View>'
+    )
     assert parse_label_config(xml).from_name == "tc"
     with pytest.raises(UnsupportedLabelConfig, match="looked for <Choices name='ic'>"):
         parse_label_config(xml, from_name="ic")
@@ -61,10 +63,22 @@ def test_picks_the_choices_over_text_when_several_exist():
     [
         ("", "no labeling config"),
         ("<View><Text", "not valid XML"),
-        ('<View><Text name="t" value="$t"/><Labels name="l" toName="t"><Label value="PER"/></Labels></View>', "found no <Choices>"),
-        ('<View><Image name="i" value="$i"/><Choices name="c" toName="i"><Choice value="a"/><Choice value="b"/></Choices></View>', "over <Image"),
-        ('<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>', "1 choice"),
-        ('<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/><Choice value="a"/></Choices></View>', "more than once"),
+        (
+            '<View><Text name="t" value="$t"/><Labels name="l" toName="t"><Label value="PER"/></Labels></View>',
+            "found no <Choices>",
+        ),
+        (
+            '<View><Image name="i" value="$i"/><Choices name="c" toName="i"><Choice value="a"/><Choice value="b"/></Choices></View>',
+            "over <Image",
+        ),
+        (
+            '<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>',
+            "1 choice",
+        ),
+        (
+            '<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/><Choice value="a"/></Choices></View>',
+            "more than once",
+        ),
     ],
 )
 def test_unsupported_configs_say_why(xml, why):
@@ -106,8 +120,9 @@ def test_constructor_errors():
 def test_from_config_reads_the_labelstudio_section():
     from al_backend.config import load_config
 
-    cfg = load_config(env={"LABEL_STUDIO_URL": "http://ls:8080", "LABEL_STUDIO_API_KEY": "k123"},
-                      overrides={"labelstudio.project": 7})
+    cfg = load_config(
+        env={"LABEL_STUDIO_URL": "http://ls:8080", "LABEL_STUDIO_API_KEY": "k123"}, overrides={"labelstudio.project": 7}
+    )
     c = LabelStudioConnector.from_config(cfg)
     assert (c.url, c.project_id, c.auth.kind) == ("http://ls:8080", 7, "legacy token")
     assert LabelStudioConnector.from_config(cfg, project=9).project_id == 9
@@ -118,9 +133,18 @@ def test_predictions_payload_scores_are_one_minus_priority():
     c = LabelStudioConnector("http://127.0.0.1:1", "k", 1)
     c._config = parse_label_config(TEXT.format(attr=""))
     n = 4
-    r = Ranking(ids=["10", "3", "7", "1"], priority=Ranking.priorities(n), batch_size=2, components={},
-                predicted=["neg", "pos", None, "neg"], confidence=np.full(n, 0.5), cluster=np.zeros(n, int),
-                round_id=3, model_version="al-abc", strategy="margin")
+    r = Ranking(
+        ids=["10", "3", "7", "1"],
+        priority=Ranking.priorities(n),
+        batch_size=2,
+        components={},
+        predicted=["neg", "pos", None, "neg"],
+        confidence=np.full(n, 0.5),
+        cluster=np.zeros(n, int),
+        round_id=3,
+        model_version="al-abc",
+        strategy="margin",
+    )
     payload = c.predictions_payload(r)
     assert [p["task"] for p in payload] == [10, 3, 7, 1]
     assert [p["score"] for p in payload] == [0.0, 0.25, 0.5, 0.75]  # LS serves the lowest first

@@ -12,8 +12,14 @@ from connectors.labelstudio import LegacyTokenAuth
 
 def client(handler, retries=3, auth=None):
     waits: list[float] = []
-    c = HttpClient("http://ls.test", service="Label Studio", auth=auth, retries=retries,
-                   transport=httpx.MockTransport(handler), sleep=waits.append)
+    c = HttpClient(
+        "http://ls.test",
+        service="Label Studio",
+        auth=auth,
+        retries=retries,
+        transport=httpx.MockTransport(handler),
+        sleep=waits.append,
+    )
     return c, waits
 
 
@@ -108,5 +114,7 @@ def test_401_refreshes_credentials_once():
 
 def test_unreachable_server_is_named():
     c = HttpClient("http://127.0.0.1:9", service="Label Studio", retries=1, sleep=lambda s: None)
-    with pytest.raises(ConnectorError, match=r"Label Studio: GET /health failed after 2 attempts: cannot connect to http://127.0.0.1:9"):
+    with pytest.raises(
+        ConnectorError, match=r"Label Studio: GET /health failed after 2 attempts: cannot connect to http://127.0.0.1:9"
+    ):
         c.request("GET", "/health")

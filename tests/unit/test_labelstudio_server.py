@@ -15,8 +15,10 @@ from al_backend.config import load_config
 from al_backend.errors import ConfigError
 from al_backend.server import AuthSettings, RetrainScheduler, create_app, is_loopback, parse_project, project_config
 
-CONFIG_XML = ('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
-              '<Choice value="a"/><Choice value="b"/></Choices></View>')
+CONFIG_XML = (
+    '<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
+    '<Choice value="a"/><Choice value="b"/></Choices></View>'
+)
 
 
 def test_scheduler_runs_one_at_a_time_and_keeps_at_most_one_pending():
@@ -85,8 +87,13 @@ class SlowEngine:
 
     def predict(self, texts):
         self.predicted.append(list(texts))
-        return SimpleNamespace(labels=["b" if "bee" in t else "a" for t in texts], confidence=np.full(len(texts), 0.75),
-                          probabilities=None, classes=["a", "b"], model_version="al-model-test")
+        return SimpleNamespace(
+            labels=["b" if "bee" in t else "a" for t in texts],
+            confidence=np.full(len(texts), 0.75),
+            probabilities=None,
+            classes=["a", "b"],
+            model_version="al-model-test",
+        )
 
 
 def app_with(env=None, retrain=None):
@@ -114,14 +121,23 @@ def test_webhook_returns_at_once_while_a_retrain_runs():
         statuses = [client.post("/webhook", json=ev).json()["status"] for _ in range(20)]
         assert time.perf_counter() - t < 1.0  # twenty answers while the training is blocked
         assert statuses[0] == "scheduled" and set(statuses[1:]) == {"coalesced"}
-        assert client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 5}}).json()["status"] == "ignored"
+        assert (
+            client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 5}}).json()["status"]
+            == "ignored"
+        )
         gate.set()
 
 
 def test_predict_gives_one_result_per_task_in_order():
     with TestClient(app_with(retrain=lambda p: {})) as client:
-        tasks = [{"id": 1, "data": {"text": "a bee"}}, {"id": 2, "data": {"text": ""}}, {"id": 3, "data": {"text": "ant"}}]
-        body = client.post("/predict", json={"tasks": tasks, "project": "4.1700000000", "label_config": CONFIG_XML}).json()
+        tasks = [
+            {"id": 1, "data": {"text": "a bee"}},
+            {"id": 2, "data": {"text": ""}},
+            {"id": 3, "data": {"text": "ant"}},
+        ]
+        body = client.post(
+            "/predict", json={"tasks": tasks, "project": "4.1700000000", "label_config": CONFIG_XML}
+        ).json()
         res = body["results"]
         assert [r["result"][0]["value"]["choices"] if r["result"] else None for r in res] == [["b"], None, ["a"]]
         assert res[0]["score"] == 0.75 and res[0]["model_version"] == "al-model-test"

@@ -11,7 +11,7 @@ def parse(text):
     for line in text.splitlines():
         if line.startswith("#") or not line:
             continue
-        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)', line)
+        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)", line)
         assert m, f"not exposition format: {line!r}"
         values[m.group(1)] = float(m.group(3))
     return values
@@ -20,8 +20,14 @@ def parse(text):
 def test_metrics_from_state_and_counters(tmp_path):
     with Store.open(tmp_path / "s.sqlite") as store:
         with store.transaction() as c:
-            c.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          [("a", b"h1", 0, None, "x", 1, 1), ("b", b"h2", 1, None, None, 0, 1), ("c", b"h3", 1, None, None, 0, 1)])
+            c.executemany(
+                "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    ("a", b"h1", 0, None, "x", 1, 1),
+                    ("b", b"h2", 1, None, None, 0, 1),
+                    ("c", b"h3", 1, None, None, 0, 1),
+                ],
+            )
             c.execute("INSERT INTO rounds VALUES (1, 100.0, 102.5, 'margin', 'model', 'al-v', 3, 1, 2, '{}', x'')")
         stats = {"completed": 2, "failed": 1, "running": 0}
         v = parse(prometheus_text_many([({"project": 'p"3'}, store, stats)]))

@@ -33,11 +33,27 @@ def prioritize_batch(tmp_path, X, y, pool_rows, labeled_rows, k, random_state, n
     config = tmp_path / f"{name}.toml"
     config.write_text(f"[file]\nlabels_fixed = {json.dumps(sorted(set(y)))}\n")
     out = tmp_path / f"{name}-ranked.jsonl"
-    result = CliRunner().invoke(app, [
-        "prioritize", "--input", str(tasks), "--vectors", str(tmp_path / f"{name}.npy"), "--output", str(out),
-        "--batch-size", str(k), "--random-state", str(random_state), "--config", str(config),
-        "--state", str(tmp_path / f"{name}.sqlite"), "--json",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "prioritize",
+            "--input",
+            str(tasks),
+            "--vectors",
+            str(tmp_path / f"{name}.npy"),
+            "--output",
+            str(out),
+            "--batch-size",
+            str(k),
+            "--random-state",
+            str(random_state),
+            "--config",
+            str(config),
+            "--state",
+            str(tmp_path / f"{name}.sqlite"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     return [int(r["id"]) for r in rows if r["in_batch"]]
@@ -45,12 +61,15 @@ def prioritize_batch(tmp_path, X, y, pool_rows, labeled_rows, k, random_state, n
 
 def test_simulate_and_prioritize_pick_the_same_batches(tmp_path):
     X, y = blobs()
-    cfg = SimulationConfig(strategies=["default"], seed_size=12, batch_size=10, budget=42, repeats=1, seed=7,
-                           record_batches=True)
+    cfg = SimulationConfig(
+        strategies=["default"], seed_size=12, batch_size=10, budget=42, repeats=1, seed=7, record_batches=True
+    )
     result = simulate(X, y, cfg)
     batches = result["batches"]["default"][0]
     n = len(y)
-    pool_rows, _ = _split(n, int(round(n * cfg.test_fraction)), np.asarray(y, dtype=object), np.random.default_rng([7, 0]))
+    pool_rows, _ = _split(
+        n, int(round(n * cfg.test_fraction)), np.asarray(y, dtype=object), np.random.default_rng([7, 0])
+    )
     pool_rows = pool_rows.tolist()
 
     # the cold-start batch: no labels yet

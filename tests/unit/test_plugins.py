@@ -96,13 +96,19 @@ def fresh_plugins(monkeypatch):
 
 @pytest.fixture
 def toy(tmp_path, monkeypatch, fresh_plugins):
-    site = write_distribution(tmp_path / "site", "toy_plugin", "toy_plugin", TOY, """
+    site = write_distribution(
+        tmp_path / "site",
+        "toy_plugin",
+        "toy_plugin",
+        TOY,
+        """
         [al_backend.connectors]
         toy = toy_plugin:ToyConnector
 
         [al_backend.strategies]
         toy_margin = toy_plugin:toy_strategy
-    """)
+    """,
+    )
     monkeypatch.syspath_prepend(str(site))
     plugins.clear_cache()
     return site
@@ -116,8 +122,18 @@ def ranking(ids):
     import numpy as np
 
     n = len(ids)
-    return Ranking(ids=list(ids), priority=Ranking.priorities(n), batch_size=n, components={}, predicted=[None] * n,
-                   confidence=np.full(n, np.nan), cluster=np.full(n, -1), round_id=1, model_version="v", strategy="seed")
+    return Ranking(
+        ids=list(ids),
+        priority=Ranking.priorities(n),
+        batch_size=n,
+        components={},
+        predicted=[None] * n,
+        confidence=np.full(n, np.nan),
+        cluster=np.full(n, -1),
+        round_id=1,
+        model_version="v",
+        strategy="seed",
+    )
 
 
 def test_a_connector_declared_by_an_installed_distribution_is_built_by_name(toy):
@@ -152,7 +168,11 @@ def test_a_plugin_strategy_is_listed_and_runs_in_the_round(toy):
     from al_backend.strategies import get_strategy
 
     assert get_strategy("toy_margin").needs() == {
-        "probabilities": False, "committee": False, "embeddings": False, "density": False, "batch_aware": False,
+        "probabilities": False,
+        "committee": False,
+        "embeddings": False,
+        "density": False,
+        "batch_aware": False,
     }
     listing = CliRunner().invoke(app, ["strategies", "--json"])
     assert listing.exit_code == 0 and "toy_margin" in json.loads(listing.output)["strategies"]
@@ -187,15 +207,21 @@ def test_unknown_name_lists_installed_plugins_too(toy):
 
 
 def test_a_plugin_that_fails_to_import_is_a_config_error_naming_it(tmp_path, monkeypatch, fresh_plugins):
-    site = write_distribution(tmp_path / "site", "broken_plugin", "broken_plugin", """
+    site = write_distribution(
+        tmp_path / "site",
+        "broken_plugin",
+        "broken_plugin",
+        """
         import toy_dependency_that_is_not_installed
-    """, """
+    """,
+        """
         [al_backend.connectors]
         broken = broken_plugin:Connector
 
         [al_backend.strategies]
         broken_strategy = broken_plugin:select
-    """)
+    """,
+    )
     monkeypatch.syspath_prepend(str(site))
     plugins.clear_cache()
     assert "broken" in connector_names()  # listed: installed, just not loadable
@@ -211,7 +237,11 @@ def test_a_plugin_that_fails_to_import_is_a_config_error_naming_it(tmp_path, mon
 
 
 def test_a_plugin_object_that_is_not_a_connector_is_refused_naming_what_it_lacks(tmp_path, monkeypatch, fresh_plugins):
-    site = write_distribution(tmp_path / "site", "shapeless_plugin", "shapeless_plugin", """
+    site = write_distribution(
+        tmp_path / "site",
+        "shapeless_plugin",
+        "shapeless_plugin",
+        """
         class Half:
             name = "half"
             def __init__(self, config):
@@ -220,10 +250,12 @@ def test_a_plugin_object_that_is_not_a_connector_is_refused_naming_what_it_lacks
                 return "half"
             def pull(self):
                 return None
-    """, """
+    """,
+        """
         [al_backend.connectors]
         half = shapeless_plugin:Half
-    """)
+    """,
+    )
     monkeypatch.syspath_prepend(str(site))
     plugins.clear_cache()
     with pytest.raises(ConfigError, match=r"connector 'half' built Half, which lacks bind, label_set, push"):

@@ -169,8 +169,13 @@ def test_diverse_cluster_second_round_order():
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 100_000), n=st.integers(1, 300), k_fraction=st.floats(0.0, 1.0),
-       method=st.sampled_from(["kcenter", "cluster"]), m_factor=st.integers(1, 12))
+@given(
+    seed=st.integers(0, 100_000),
+    n=st.integers(1, 300),
+    k_fraction=st.floats(0.0, 1.0),
+    method=st.sampled_from(["kcenter", "cluster"]),
+    m_factor=st.integers(1, 12),
+)
 def test_diverse_picks_distinct_rows_inside_pool(seed, n, k_fraction, method, m_factor):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 5)).astype(np.float32)
@@ -240,9 +245,15 @@ def textbook_hybrid(scores, X, k, labeled, alpha, form):
 
 
 @settings(max_examples=50, deadline=None)
-@given(seed=st.integers(0, 100_000), n=st.integers(2, 80), k_fraction=st.floats(0.0, 1.0),
-       labeled=st.booleans(), alpha=st.floats(0.05, 0.95), form=st.sampled_from(["additive", "multiplicative"]),
-       small_pool=st.booleans())
+@given(
+    seed=st.integers(0, 100_000),
+    n=st.integers(2, 80),
+    k_fraction=st.floats(0.0, 1.0),
+    labeled=st.booleans(),
+    alpha=st.floats(0.05, 0.95),
+    form=st.sampled_from(["additive", "multiplicative"]),
+    small_pool=st.booleans(),
+)
 def test_hybrid_equals_textbook_greedy(seed, n, k_fraction, labeled, alpha, form, small_pool):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 3))

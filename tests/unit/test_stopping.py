@@ -33,7 +33,9 @@ AB = ("neg", "pos")
 
 
 def ev(labels, pred=None, classes=AB, **kw):
-    return RoundEvidence(labels=labels, stop_predictions=None if pred is None else np.array(pred), classes=classes, **kw)
+    return RoundEvidence(
+        labels=labels, stop_predictions=None if pred is None else np.array(pred), classes=classes, **kw
+    )
 
 
 # ------------------------------------------------------------------------------------------- kappa
@@ -213,7 +215,10 @@ def test_round_evidence_from_dict_rejects_unknown_keys():
 def test_stop_decision_to_dict_is_json():
     d = StopDecision(True, "budget", "done", {"labels": 10, "budget": 10})
     assert json.loads(json.dumps(d.to_dict())) == {
-        "stop": True, "criterion": "budget", "reason": "done", "evidence": {"labels": 10, "budget": 10}
+        "stop": True,
+        "criterion": "budget",
+        "reason": "done",
+        "evidence": {"labels": 10, "budget": 10},
     }
 
 
@@ -277,8 +282,12 @@ def test_classification_change():
     assert d.stop and d.evidence["changed"] == [0]
     # tolerance 0.5 %: 3 of 1000 = 0.3 % passes, 6 of 1000 does not
     tol = ClassificationChange(tolerance=0.005, window=2)
-    assert tol.decide([ev(10, changed_unlabeled=5, unlabeled=1000), ev(20, changed_unlabeled=3, unlabeled=1000)], budget=None).stop
-    assert not tol.decide([ev(10, changed_unlabeled=6, unlabeled=1000), ev(20, changed_unlabeled=3, unlabeled=1000)], budget=None).stop
+    assert tol.decide(
+        [ev(10, changed_unlabeled=5, unlabeled=1000), ev(20, changed_unlabeled=3, unlabeled=1000)], budget=None
+    ).stop
+    assert not tol.decide(
+        [ev(10, changed_unlabeled=6, unlabeled=1000), ev(20, changed_unlabeled=3, unlabeled=1000)], budget=None
+    ).stop
     assert not tol.decide([ev(10, changed_unlabeled=0), ev(20, changed_unlabeled=0)], budget=None).stop  # no pool size
 
 
@@ -327,7 +336,9 @@ def test_parse_criterion():
     default = parse_criterion("default")
     assert isinstance(default, AnyOf)
     assert default.criteria == (
-        ClassificationChange(tolerance=0.0, window=3), StabilizingPredictions(threshold=0.99, window=3), Budget()
+        ClassificationChange(tolerance=0.0, window=3),
+        StabilizingPredictions(threshold=0.99, window=3),
+        Budget(),
     )
     assert parse_criterion(stopping.DEFAULT_SPEC).criteria == default.criteria
     assert parse_criterion("budget") == Budget()
@@ -342,7 +353,12 @@ def test_parse_criterion():
     )
     assert parse_criterion("default|target_accuracy").criteria[3] == TargetAccuracy()  # flattened
     assert set(stopping.CRITERIA) == {
-        "budget", "target_accuracy", "stabilizing_predictions", "classification_change", "overall_uncertainty", "none"
+        "budget",
+        "target_accuracy",
+        "stabilizing_predictions",
+        "classification_change",
+        "overall_uncertainty",
+        "none",
     }
     assert all(stopping.describe_criteria().values())
 
@@ -369,7 +385,9 @@ def test_parse_criterion_errors(spec, message):
 
 
 def test_module_imports_neither_sklearn_nor_torch():
-    code = "import sys, al_backend.stopping; print(sorted(m for m in ('sklearn', 'torch', 'scipy') if m in sys.modules))"
+    code = (
+        "import sys, al_backend.stopping; print(sorted(m for m in ('sklearn', 'torch', 'scipy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -405,11 +423,18 @@ def test_rounds_without_new_labels_are_not_evidence():
     from al_backend.stopping import informative_rounds
 
     # re-running a round without new labels refits (or reuses) the same model: kappa 1, nothing changed
-    busy = [ev(100, [0, 1, 1, 0], changed_unlabeled=40, unlabeled=900), ev(150, [1, 1, 0, 0], changed_unlabeled=30, unlabeled=850)]
+    busy = [
+        ev(100, [0, 1, 1, 0], changed_unlabeled=40, unlabeled=900),
+        ev(150, [1, 1, 0, 0], changed_unlabeled=30, unlabeled=850),
+    ]
     idle = [ev(150, [1, 1, 0, 0], changed_unlabeled=0, unlabeled=850) for _ in range(4)]
     assert [r.labels for r in informative_rounds(busy + idle)] == [100, 150]
     assert informative_rounds(busy + idle)[-1].changed_unlabeled == 30  # the first round at a count is kept
-    for criterion in (StabilizingPredictions(threshold=0.99, window=3), ClassificationChange(), parse_criterion("default")):
+    for criterion in (
+        StabilizingPredictions(threshold=0.99, window=3),
+        ClassificationChange(),
+        parse_criterion("default"),
+    ):
         assert not criterion.decide(busy + idle, budget=None).stop, criterion
     # the budget still counts labels, idle or not
     assert parse_criterion("default").decide(busy + idle, budget=150).stop

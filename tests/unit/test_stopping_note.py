@@ -15,26 +15,39 @@ from connectors.argilla import NOTE_BEGIN, NOTE_END, with_note_block
 from connectors.labelstudio import NOTE_MARK, LabelStudioConnector, with_note_line
 from connectors.stopping_note import MAX_REASON, labels_in, stopping_summary
 
-KEEP = {"stop": False, "criterion": "stabilizing_predictions",
-        "reason": "mean kappa 0.962 < 0.99 over the last 3 rounds (0.950, 0.960, 0.975)",
-        "evidence": {"threshold": 0.99, "window": 3, "kappas": [0.95, 0.96, 0.975], "mean_kappa": 0.962}}
-STOP = {"stop": True, "criterion": "budget", "reason": "240 labels reached the budget of 240",
-        "evidence": {"labels": 240, "budget": 240}}
-ANY = {"stop": False, "criterion": "stabilizing_predictions|budget",
-       "reason": "stabilizing_predictions: needs stop-set predictions; budget: 12 of 500 labels",
-       "evidence": {"stabilizing_predictions": {"threshold": 0.99}, "budget": {"labels": 12, "budget": 500}}}
+KEEP = {
+    "stop": False,
+    "criterion": "stabilizing_predictions",
+    "reason": "mean kappa 0.962 < 0.99 over the last 3 rounds (0.950, 0.960, 0.975)",
+    "evidence": {"threshold": 0.99, "window": 3, "kappas": [0.95, 0.96, 0.975], "mean_kappa": 0.962},
+}
+STOP = {
+    "stop": True,
+    "criterion": "budget",
+    "reason": "240 labels reached the budget of 240",
+    "evidence": {"labels": 240, "budget": 240},
+}
+ANY = {
+    "stop": False,
+    "criterion": "stabilizing_predictions|budget",
+    "reason": "stabilizing_predictions: needs stop-set predictions; budget: 12 of 500 labels",
+    "evidence": {"stabilizing_predictions": {"threshold": 0.99}, "budget": {"labels": 12, "budget": 500}},
+}
 
 
 def test_summary_is_one_line_with_verdict_round_labels_and_reason():
     assert stopping_summary(KEEP, round_id=12, labels=240) == (
         "Keep labeling (round 12, 240 labels): stabilizing_predictions: mean kappa 0.962 < 0.99 over the last 3 "
-        "rounds (0.950, 0.960, 0.975)")
+        "rounds (0.950, 0.960, 0.975)"
+    )
     # the evidence's own count wins over the connector's
     assert stopping_summary(STOP, round_id=7, labels=239) == (
-        "You can stop labeling (round 7, 240 labels): budget: 240 labels reached the budget of 240")
+        "You can stop labeling (round 7, 240 labels): budget: 240 labels reached the budget of 240"
+    )
     # a combination names each criterion in its reason already; its labels are inside one criterion's evidence
     assert stopping_summary(ANY, round_id=2) == (
-        "Keep labeling (round 2, 12 labels): stabilizing_predictions: needs stop-set predictions; budget: 12 of 500 labels")
+        "Keep labeling (round 2, 12 labels): stabilizing_predictions: needs stop-set predictions; budget: 12 of 500 labels"
+    )
     assert labels_in(ANY["evidence"]) == 12 and labels_in(KEEP["evidence"]) is None
     assert stopping_summary(None, round_id=3, labels=5) is None
     assert stopping_summary({"criterion": "x"}, round_id=3) is None  # not a decision
@@ -80,9 +93,14 @@ class FakeLabelStudio:
     """Just enough of Label Studio for a push: project, model versions, prediction import, views."""
 
     def __init__(self, description: str = ""):
-        self.project = {"id": 1, "sampling": "Sequential sampling", "model_version": "", "description": description,
-                        "label_config": '<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
-                                        '<Choice value="a"/><Choice value="b"/></Choices></View>'}
+        self.project = {
+            "id": 1,
+            "sampling": "Sequential sampling",
+            "model_version": "",
+            "description": description,
+            "label_config": '<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
+            '<Choice value="a"/><Choice value="b"/></Choices></View>',
+        }
         self.versions: dict[str, int] = {}
         self.patches: list[dict] = []
 
@@ -106,16 +124,27 @@ class FakeLabelStudio:
             return httpx.Response(201, json={"created": len(body)})
         if path == "/api/dm/views/":
             if method == "GET":
-                return httpx.Response(200, json=[{"id": 9, "data": {"title": "Active learning",
-                                                                   "ordering": ["tasks:predictions_score"]}}])
+                return httpx.Response(
+                    200, json=[{"id": 9, "data": {"title": "Active learning", "ordering": ["tasks:predictions_score"]}}]
+                )
         return httpx.Response(404, json={"detail": f"{method} {path}"})
 
 
 def ranking(version: str, stopping: dict | None, round_id: int = 3) -> Ranking:
     ids = ["1", "2", "3"]
-    return Ranking(ids=ids, priority=Ranking.priorities(3), batch_size=1, components={}, predicted=["a", "b", "a"],
-                   confidence=np.full(3, 0.6), cluster=np.full(3, -1), round_id=round_id, model_version=version,
-                   strategy="margin", stopping=stopping)
+    return Ranking(
+        ids=ids,
+        priority=Ranking.priorities(3),
+        batch_size=1,
+        components={},
+        predicted=["a", "b", "a"],
+        confidence=np.full(3, 0.6),
+        cluster=np.full(3, -1),
+        round_id=round_id,
+        model_version=version,
+        strategy="margin",
+        stopping=stopping,
+    )
 
 
 def test_labelstudio_push_writes_the_note_with_the_switch_and_only_when_it_changes():
@@ -127,7 +156,8 @@ def test_labelstudio_push_writes_the_note_with_the_switch_and_only_when_it_chang
     assert set(fake.patches[0]) == {"sampling", "model_version", "description"}
     assert fake.project["description"] == (
         f"{NOTE_MARK} Keep labeling (round 3, 40 labels): stabilizing_predictions: mean kappa 0.962 < 0.99 over "
-        "the last 3 rounds (0.950, 0.960, 0.975)\n\nMy project.\nTopics of news.")
+        "the last 3 rounds (0.950, 0.960, 0.975)\n\nMy project.\nTopics of news."
+    )
     assert report.details["stopping_note"].startswith("Keep labeling (round 3")
     c.push(ranking("al-v1", KEEP))  # the same ranking again: nothing to write
     assert len(fake.patches) == 1
@@ -137,4 +167,5 @@ def test_labelstudio_push_writes_the_note_with_the_switch_and_only_when_it_chang
     assert fake.patches[-1] == {"description": fake.project["description"]} and len(fake.patches) == 2
     assert fake.project["description"] == (
         f"{NOTE_MARK} You can stop labeling (round 4, 240 labels): budget: 240 labels reached the budget of 240"
-        "\n\nMy project.\nTopics of news.")
+        "\n\nMy project.\nTopics of news."
+    )

@@ -17,8 +17,20 @@ from al_backend.strategies import (
 )
 
 REQUIRED = {
-    "random", "least_confidence", "margin", "entropy", "vote_entropy", "kl_consensus", "bald", "egl",
-    "margin_density", "kcenter", "hybrid", "hybrid_mult", "margin_kcenter", "margin_cluster",
+    "random",
+    "least_confidence",
+    "margin",
+    "entropy",
+    "vote_entropy",
+    "kl_consensus",
+    "bald",
+    "egl",
+    "margin_density",
+    "kcenter",
+    "hybrid",
+    "hybrid_mult",
+    "margin_kcenter",
+    "margin_cluster",
 }
 N, D, C, M = 400, 8, 4, 5
 
