@@ -81,7 +81,7 @@ def test_simulate_cli_json_curves_and_report_files(labeled_jsonl, cache_dir, tmp
     for label, s in payload["strategies"].items():
         assert [p["labels"] for p in s["curve"]] == expected_labels, label
         for p in s["curve"]:
-            assert set(p) == {"labels", "accuracy", "accuracy_std", "macro_f1"}
+            assert set(p) == {"labels", "accuracy", "accuracy_std", "macro_f1", "macro_f1_std"}
             assert 0.0 <= p["accuracy"] <= 1.0 and p["accuracy_std"] >= 0.0 and 0.0 <= p["macro_f1"] <= 1.0
         assert 0.0 < s["aulc"] < 1.0 and len(s["aulc_per_repeat"]) == 2
         assert s["aulc"] == pytest.approx(np.mean(s["aulc_per_repeat"]))
