@@ -215,7 +215,9 @@ class ActiveLearner:
 
     def _head(self) -> Any:
         rows = self.labeled_indices
-        head, _ = self._round.fit(self.embeddings[rows], [self._ids[i] for i in rows], [self._labels[i] for i in rows])
+        # the head learns on what the round's head sees: the pool's smoothed features once a round has run
+        F = self._round.pool_features if self._round.pool_features is not None else self.embeddings
+        head, _ = self._round.fit(F[rows], [self._ids[i] for i in rows], [self._labels[i] for i in rows])
         return head
 
     @property
@@ -228,14 +230,16 @@ class ActiveLearner:
 
     def predict_proba(self, embeddings: Any) -> np.ndarray:
         """(m, C) class probabilities for embeddings (m, d) from a head fitted on the labels taught so far;
-        columns in `classes_` order."""
+        columns in `classes_` order. With the default graph-smoothed head, each row is first averaged with its
+        nearest pool rows, as the pool's own rows are."""
         X = _check_embeddings(embeddings)
         if X.shape[1] != self.embeddings.shape[1]:
             raise InputError(f"embeddings have {X.shape[1]} dimensions; the pool has {self.embeddings.shape[1]}")
         head = self._head()
         if head is None:
             raise InputError("no model yet: teach labels of at least two classes first")
-        probs = self._round.task.outputs(head, X, committee=False).probs
+        # rows outside the pool are smoothed against the pool like the pool's own rows (Round.features)
+        probs = self._round.task.outputs(head, self._round.features(X), committee=False).probs
         if probs is None:  # tasks give probabilities whenever there is a head
             raise InputError("no model yet: teach labels of at least two classes first")
         return probs
