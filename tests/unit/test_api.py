@@ -72,9 +72,36 @@ def test_learner_keeps_label_types_and_predicts_calibrated_probabilities():
     assert p.shape == (300, 3) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
     accuracy = np.mean(np.array(learner.predict(X)) == ints)
     assert accuracy > 0.8  # separable blobs; chance is ~0.33
-    decision = learner.stop_decision()
-    assert isinstance(decision.stop, bool) and decision.criterion and decision.reason
-    assert decision.evidence  # the numbers behind the decision
+
+
+def test_stop_decision_follows_the_budget_counted_on_taught_labels():
+    X, y = blobs(n=200, classes=2)
+    learner = al_backend.ActiveLearner(X, stopping="budget:labels=40", random_state=0)
+    learner.teach(np.arange(30), y[:30])
+    before = learner.stop_decision()
+    assert (before.stop, before.criterion) == (False, "budget")
+    assert before.evidence == {"labels": 30, "budget": 40}
+    learner.teach(np.arange(30, 40), y[30:40])
+    after = learner.stop_decision()
+    assert after.stop and after.evidence == {"labels": 40, "budget": 40}
+    assert "40 labels reached the budget of 40" in after.reason
+    assert learner.stop_decision().stop  # asking again records nothing and says the same
+
+
+def test_stop_decision_on_stable_predictions_needs_quiet_rounds_first():
+    # classification_change over a window of 2 rounds: at the first query there is no history to compare,
+    # so the answer must be "not yet" whatever the model; after rounds where a separable problem's
+    # predictions no longer change, it must say stop.
+    X, y = blobs(n=300, classes=2)
+    learner = al_backend.ActiveLearner(X, stopping="classification_change:tolerance=0,window=2", random_state=0)
+    learner.teach(np.arange(20), y[:20])
+    first = learner.stop_decision()
+    assert first.stop is False and first.criterion == "classification_change"
+    for _ in range(4):
+        q = learner.query(20)
+        learner.teach(q, [y[i] for i in q])
+    last = learner.stop_decision()
+    assert last.stop is True and last.criterion == "classification_change", last.reason
 
 
 def test_a_scikit_learn_head_is_used_as_given():
